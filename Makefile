@@ -1,0 +1,70 @@
+# The two commands a person types are `make run` and `make test`; every
+# target installs what it needs first (scripts/ensure.sh) and skips that when
+# it is present.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# CI keeps the target dir outside the clone (see .ci/run); by hand it is ./target.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TERM_COLOR ?= auto
+ENSURE := scripts/ensure.sh
+SITE_ROOT := $(CURDIR)/target/site
+SERVER := $(CARGO_TARGET_DIR)/release/server
+
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench cluster clean
+
+help:
+	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
+	@echo "make test     everything CI checks: format, clippy, wasm builds, unit + integration tests, compose file"
+	@echo "make dev      cargo leptos watch: the full stack with live reload"
+	@echo "make build    build every app (server, web → WASM, docs) in release mode"
+	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
+	@echo "make clean    remove build outputs"
+
+## run: a working chat on 127.0.0.1:3000 with no Redis.
+run: build-release
+	$(SERVER) --bind 127.0.0.1 --port 3000 --site-root $(SITE_ROOT)
+
+## dev: the full stack, rebuilt and reloaded on every change.
+dev:
+	$(ENSURE) wasm-target cargo-leptos wasm-bindgen
+	cargo leptos watch
+
+## build: every app. The docs are pages of the server binary (apps/docs).
+build: build-release
+
+build-release:
+	$(ENSURE) wasm-target cargo-leptos wasm-bindgen wasm-opt
+	cargo leptos build --release
+
+## test: what CI runs.
+test: fmt-check lint wasm-check unit compose-check
+
+fmt-check:
+	cargo fmt --all -- --check
+
+lint:
+	$(ENSURE) wasm-target
+	cargo clippy --workspace --all-targets -- -D warnings
+
+wasm-check:
+	$(ENSURE) wasm-target
+	cargo check -p protocol --target wasm32-unknown-unknown
+	cargo check -p web --target wasm32-unknown-unknown --no-default-features --features hydrate
+
+unit:
+	$(ENSURE) nextest redis-server
+	cargo nextest run --workspace --no-fail-fast
+
+compose-check:
+	$(ENSURE) docker-compose
+	docker-compose -f docker-compose.yml config -q
+	@echo "docker-compose.yml: valid"
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf target/site

@@ -1,0 +1,320 @@
+//! Configuration: every flag has an environment fallback, is parsed once in
+//! `main` (clap), validated into [`Config`] and passed down. No other module
+//! reads the environment.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line flags and their environment variables. Each default says
+/// what changing it does.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "Horizontally scalable real-time chat server"
+)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Redis/Valkey URL (`redis://` or `rediss://`, with password or ACL user).
+    /// Unset: the in-process engine, for a single instance.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// PEM file of the CA that signed the Redis server's TLS certificate
+    /// (managed services hand one out). Unset: the system's roots.
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// Prefix of every Redis key and channel, so several deployments can
+    /// share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "chat")]
+    pub redis_key_prefix: String,
+
+    /// Name of this instance, shown to clients in `welcome`. Default: a
+    /// random `server-xxxx`.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Secret that signs session tokens; every instance of a cluster needs the
+    /// same one. Unset: a random per-process secret (tokens do not survive a
+    /// restart or cross instances) and a warning.
+    #[arg(long, env = "SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<String>,
+
+    /// Lifetime of a session token, in seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = protocol::limits::DEFAULT_TOKEN_TTL_SECS)]
+    pub token_ttl_secs: u64,
+
+    /// Origins allowed to open a WebSocket, comma-separated (e.g.
+    /// `https://chat.example.com`), or `*` for any. Empty: same origin only
+    /// (the Origin's host must equal the Host header). Requests without an
+    /// Origin header (non-browser clients) are always accepted.
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Messages kept per room (the in-process engine's history and the Redis
+    /// stream cap). More: longer recovery window, more memory.
+    #[arg(long, env = "HISTORY_CAP", default_value_t = 1000)]
+    pub history_cap: usize,
+
+    /// Messages in `joined.history` without `since`.
+    #[arg(long, env = "JOIN_HISTORY", default_value_t = protocol::limits::DEFAULT_JOIN_HISTORY)]
+    pub join_history: usize,
+
+    /// Largest gap a `join` with `since` replays; beyond it the client gets
+    /// the newest messages and `recovered: false`.
+    #[arg(long, env = "MAX_REPLAY", default_value_t = protocol::limits::DEFAULT_MAX_REPLAY)]
+    pub max_replay: u64,
+
+    /// `send` + `typing` frames per second per connection (token bucket rate).
+    #[arg(long, env = "RATE_PER_SEC", default_value_t = protocol::limits::DEFAULT_RATE_PER_SEC)]
+    pub rate_per_sec: u32,
+
+    /// Token bucket burst per connection.
+    #[arg(long, env = "RATE_BURST", default_value_t = protocol::limits::DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
+
+    /// Rooms one connection may be joined to at once.
+    #[arg(long, env = "MAX_ROOMS_PER_CONN", default_value_t = 100)]
+    pub max_rooms_per_conn: usize,
+
+    /// Concurrent WebSockets per client IP; more are refused with HTTP 429.
+    #[arg(long, env = "MAX_CONNS_PER_IP", default_value_t = 1000)]
+    pub max_conns_per_ip: usize,
+
+    /// Take the client IP from `X-Real-IP` (set by the load balancer) instead
+    /// of the TCP peer. Only behind a proxy that sets it.
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false)]
+    pub trust_proxy_headers: bool,
+
+    /// Frames queued for one client before it counts as too slow and is closed
+    /// with 1013. Larger: more memory per slow client, fewer reconnects on bursts.
+    #[arg(long, env = "OUTBOX_CAPACITY", default_value_t = 1024)]
+    pub outbox_capacity: usize,
+
+    /// Interval of server pings, in milliseconds.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 15_000)]
+    pub ping_interval_ms: u64,
+
+    /// A connection silent (no frame, no pong) for this long is dropped, in ms.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 45_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Time a new connection has to send `hello`, in ms.
+    #[arg(long, env = "HELLO_TIMEOUT_MS", default_value_t = 10_000)]
+    pub hello_timeout_ms: u64,
+
+    /// Time one write to a client may take before the client is dropped, in ms.
+    #[arg(long, env = "WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Time a graceful shutdown may take, in ms; connections still open then
+    /// are dropped.
+    #[arg(long, env = "SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
+    pub shutdown_deadline_ms: u64,
+
+    /// Presence entries of an instance expire this long after its last
+    /// refresh (Redis engine): how fast a crashed instance's users leave.
+    #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 30_000)]
+    pub presence_ttl_ms: u64,
+
+    /// Directory of the built web app (`cargo leptos build` output).
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+
+    /// `DEV` (live-reload script in pages, set by `cargo leptos watch`) or
+    /// `PROD`.
+    #[arg(long, env = "LEPTOS_ENV", default_value = "PROD", hide = true)]
+    pub leptos_env: String,
+
+    /// Port of cargo-leptos's live-reload server (`cargo leptos watch` only).
+    #[arg(long, env = "LEPTOS_RELOAD_PORT", default_value_t = 3010, hide = true)]
+    pub reload_port: u32,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated configuration, passed down from `main` (or a test).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub redis: Option<RedisConfig>,
+    pub instance_id: String,
+    /// `None`: a random per-process secret is drawn at start.
+    pub session_secret: Option<String>,
+    pub token_ttl: Duration,
+    pub origins: OriginPolicy,
+    pub history_cap: usize,
+    pub join_history: usize,
+    pub max_replay: u64,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub max_rooms_per_conn: usize,
+    pub max_conns_per_ip: usize,
+    pub trust_proxy_headers: bool,
+    pub outbox_capacity: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub hello_timeout: Duration,
+    pub write_timeout: Duration,
+    pub shutdown_deadline: Duration,
+    pub presence_ttl: Duration,
+    pub site_root: PathBuf,
+    /// Whether pages carry cargo-leptos's live-reload script.
+    pub dev_reload: bool,
+    pub reload_port: u32,
+}
+
+/// Where the Redis engine connects.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    pub ca_cert: Option<PathBuf>,
+    pub key_prefix: String,
+}
+
+/// Which `Origin` headers may open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// The Origin's host must equal the request's Host header.
+    SameOrigin,
+    /// Any origin.
+    Any,
+    /// Exactly these origins (scheme://host[:port], compared without a
+    /// trailing slash, case-insensitively).
+    List(Vec<String>),
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Args {
+    /// Checks every value and builds the [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError(format!("{name} must be greater than 0")))
+            } else {
+                Ok(v)
+            }
+        };
+        positive("--history-cap", self.history_cap as u64)?;
+        positive("--rate-per-sec", u64::from(self.rate_per_sec))?;
+        positive("--rate-burst", u64::from(self.rate_burst))?;
+        positive("--max-rooms-per-conn", self.max_rooms_per_conn as u64)?;
+        positive("--max-conns-per-ip", self.max_conns_per_ip as u64)?;
+        positive("--outbox-capacity", self.outbox_capacity as u64)?;
+        positive("--ping-interval-ms", self.ping_interval_ms)?;
+        positive("--presence-ttl-ms", self.presence_ttl_ms)?;
+        if self.idle_timeout_ms <= self.ping_interval_ms {
+            return Err(ConfigError(
+                "--idle-timeout-ms must be longer than --ping-interval-ms".into(),
+            ));
+        }
+        if let Some(secret) = &self.session_secret {
+            if secret.len() < 16 {
+                return Err(ConfigError(
+                    "--session-secret must be at least 16 bytes".into(),
+                ));
+            }
+        }
+        let redis = match self.redis_url {
+            Some(url) if !url.trim().is_empty() => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(ConfigError(
+                        "--redis-url must start with redis:// or rediss://".into(),
+                    ));
+                }
+                Some(RedisConfig {
+                    url,
+                    ca_cert: self.redis_ca_cert,
+                    key_prefix: self.redis_key_prefix,
+                })
+            }
+            _ => None,
+        };
+        let origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let origins = if origins.iter().any(|o| o == "*") {
+            OriginPolicy::Any
+        } else if origins.is_empty() {
+            OriginPolicy::SameOrigin
+        } else {
+            OriginPolicy::List(origins)
+        };
+        let instance_id = self
+            .instance_id
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| format!("server-{:04x}", rand::random::<u16>()));
+        Ok(Config {
+            listen: SocketAddr::new(self.bind, self.port),
+            redis,
+            instance_id,
+            session_secret: self.session_secret,
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            origins,
+            history_cap: self.history_cap,
+            join_history: self.join_history,
+            max_replay: self.max_replay,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst.max(1),
+            max_rooms_per_conn: self.max_rooms_per_conn,
+            max_conns_per_ip: self.max_conns_per_ip,
+            trust_proxy_headers: self.trust_proxy_headers,
+            outbox_capacity: self.outbox_capacity,
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            hello_timeout: Duration::from_millis(self.hello_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+            presence_ttl: Duration::from_millis(self.presence_ttl_ms),
+            site_root: self.site_root,
+            dev_reload: self.leptos_env.eq_ignore_ascii_case("dev"),
+            reload_port: self.reload_port,
+        })
+    }
+}
+
+impl Config {
+    /// The defaults, listening on 127.0.0.1 port 0: what tests start from.
+    pub fn for_tests() -> Config {
+        // Explicit values for what the environment could otherwise set.
+        Args::parse_from([
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--instance-id",
+            "test",
+            "--redis-url",
+            "",
+            "--leptos-env",
+            "PROD",
+        ])
+        .validate()
+        .expect("default configuration is valid")
+    }
+}

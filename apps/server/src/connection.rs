@@ -1,0 +1,591 @@
+//! One task per WebSocket: reads frames, checks them through [`protocol`]
+//! and [`crate::codec`], asks the [`Hub`] to act, and writes replies and
+//! the frames the hub queued in this connection's bounded outbox.
+//!
+//! Owns the session state of one client (user, joined rooms and the last
+//! offset delivered per room, rate limit, heartbeats). Does not own room
+//! state (the hub does) or storage (the engine does).
+//!
+//! **Invariant:** for each joined room the client sees `joined` first, then
+//! the room's messages in offset order, each once: outbox messages at or
+//! below the last delivered offset (already in `joined.history`) are skipped.
+
+use crate::codec::{self, DecodeError, Decoded};
+use crate::config::Config;
+use crate::engine::{EngineError, NewMessage};
+use crate::hub::{encode, ConnId, Hub, Kick, Member, Outbound};
+use crate::metrics as m;
+use crate::session::Sessions;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use protocol::limits::{
+    BAD_FRAME_LIMIT, BAD_FRAME_WINDOW_SECS, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
+};
+use protocol::{
+    Body, ClientFrame, ClientId, CloseCode, ErrorCode, Name, ReconnectReason, RoomName,
+    ServerFrame, Since, User,
+};
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What every connection of an instance shares.
+pub struct ConnContext {
+    pub config: Arc<Config>,
+    pub hub: Arc<Hub>,
+    pub sessions: Sessions,
+    /// Cancelled when the instance shuts down: connections send `reconnect`
+    /// and close with 1012.
+    pub shutdown: CancellationToken,
+}
+
+/// How a connection ends.
+enum End {
+    /// Close with this code and reason.
+    Close(CloseCode, &'static str),
+    /// The peer is gone (closed, errored, or silent past the idle timeout).
+    Gone,
+}
+
+/// A joined room, as this connection sees it.
+struct JoinedRoom {
+    name: RoomName,
+    /// Last message offset written to the client for this room.
+    delivered: u64,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, id: ConnId) {
+    let span = tracing::info_span!(
+        "conn",
+        conn = id,
+        user = tracing::field::Empty,
+        server = %ctx.config.instance_id
+    );
+    async move {
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let mut conn = Connection::new(socket, ctx, id);
+        let end = conn.run().await;
+        conn.finish(end).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+struct Connection {
+    ctx: Arc<ConnContext>,
+    socket: WebSocket,
+    id: ConnId,
+    user: Option<User>,
+    rooms: HashMap<String, JoinedRoom>,
+    outbox_tx: mpsc::Sender<Outbound>,
+    outbox_rx: mpsc::Receiver<Outbound>,
+    kick: Arc<Kick>,
+    limiter: DefaultDirectRateLimiter,
+    /// When the recent `bad_frame` errors were sent (at most
+    /// [`BAD_FRAME_LIMIT`] kept).
+    bad_frames: VecDeque<Instant>,
+    last_seen: Instant,
+}
+
+impl Connection {
+    fn new(socket: WebSocket, ctx: Arc<ConnContext>, id: ConnId) -> Connection {
+        let cfg = &ctx.config;
+        let (outbox_tx, outbox_rx) = mpsc::channel(cfg.outbox_capacity);
+        let quota = Quota::per_second(NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN));
+        Connection {
+            socket,
+            id,
+            user: None,
+            rooms: HashMap::new(),
+            outbox_tx,
+            outbox_rx,
+            kick: Arc::new(Kick::default()),
+            limiter: RateLimiter::direct(quota),
+            bad_frames: VecDeque::with_capacity(BAD_FRAME_LIMIT),
+            last_seen: Instant::now(),
+            ctx,
+        }
+    }
+
+    async fn run(&mut self) -> End {
+        if let Err(end) = self.hello().await {
+            return end;
+        }
+        let mut ping = tokio::time::interval(self.ctx.config.ping_interval);
+        ping.tick().await;
+        let shutdown = self.ctx.shutdown.clone();
+        let kick = self.kick.clone();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(self.shutting_down().await),
+                code = kick.kicked() => Err(End::Close(code, kick_reason(code))),
+                Some(item) = self.outbox_rx.recv() => self.forward(item).await,
+                msg = self.socket.recv() => self.on_message(msg).await,
+                _ = ping.tick() => self.heartbeat().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Waits for `hello`, the only frame allowed first, and answers `welcome`.
+    async fn hello(&mut self) -> Result<(), End> {
+        let deadline = tokio::time::sleep(self.ctx.config.hello_timeout);
+        tokio::pin!(deadline);
+        let shutdown = self.ctx.shutdown.clone();
+        let frame = loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return Err(self.shutting_down().await),
+                _ = &mut deadline => {
+                    self.error(ErrorCode::Unauthorized, "no hello in time", None).await?;
+                    return Err(End::Close(CloseCode::PolicyViolation, "no hello"));
+                }
+                msg = self.socket.recv() => msg,
+            };
+            let Some(Ok(msg)) = msg else {
+                return Err(End::Gone);
+            };
+            self.last_seen = Instant::now();
+            match codec::decode(&msg) {
+                Ok(Decoded::Control) => continue,
+                Ok(Decoded::Close) => return Err(End::Gone),
+                Ok(Decoded::Frame(frame)) => break Some(frame),
+                Err(DecodeError::TooLarge(_)) => {
+                    return Err(End::Close(CloseCode::MessageTooBig, "frame too large"))
+                }
+                Err(DecodeError::BadFrame { .. }) => break None,
+            }
+        };
+        let Some(ClientFrame::Hello { name, token }) = frame else {
+            self.count_in("invalid");
+            self.error(
+                ErrorCode::Unauthorized,
+                "the first frame must be hello",
+                None,
+            )
+            .await?;
+            return Err(End::Close(CloseCode::PolicyViolation, "no hello"));
+        };
+        self.count_in("hello");
+        let name = match Name::parse(&name) {
+            Ok(name) => name,
+            Err(e) => {
+                self.error(e.code(), &e.to_string(), None).await?;
+                return Err(End::Close(CloseCode::PolicyViolation, "bad name"));
+            }
+        };
+        let now = SystemTime::now();
+        let user_id = match token {
+            None => Sessions::new_user_id(),
+            Some(token) => match self.ctx.sessions.verify(&token, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.error(ErrorCode::Unauthorized, &e.to_string(), None)
+                        .await?;
+                    return Err(End::Close(CloseCode::PolicyViolation, "bad token"));
+                }
+            },
+        };
+        tracing::Span::current().record("user", user_id.as_str());
+        let user = User {
+            id: user_id,
+            name: name.into_string(),
+        };
+        let welcome = ServerFrame::Welcome {
+            protocol: protocol::PROTOCOL_VERSION,
+            token: self.ctx.sessions.issue(&user.id, now),
+            user: user.clone(),
+            server: self.ctx.config.instance_id.clone(),
+        };
+        self.user = Some(user);
+        self.reply(&welcome).await
+    }
+
+    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        let Some(Ok(msg)) = msg else {
+            return Err(End::Gone);
+        };
+        self.last_seen = Instant::now();
+        match codec::decode(&msg) {
+            Ok(Decoded::Control) => Ok(()),
+            Ok(Decoded::Close) => Err(End::Gone),
+            Ok(Decoded::Frame(frame)) => {
+                self.count_in(frame.kind());
+                self.on_frame(frame).await
+            }
+            Err(DecodeError::TooLarge(_)) => {
+                self.count_in("invalid");
+                metrics::counter!(m::REJECTED_FRAMES, "code" => ErrorCode::TooLarge.as_str())
+                    .increment(1);
+                Err(End::Close(CloseCode::MessageTooBig, "frame over 64 KiB"))
+            }
+            Err(DecodeError::BadFrame { reason, id }) => {
+                self.count_in("invalid");
+                self.error(ErrorCode::BadFrame, &reason, id).await
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Hello { .. } => {
+                self.error(ErrorCode::BadFrame, "hello was already said", None)
+                    .await
+            }
+            ClientFrame::Join { room, since } => self.join(&room, since).await,
+            ClientFrame::Leave { room } => self.leave(&room).await,
+            ClientFrame::Send { room, id, body } => self.send(&room, id, &body).await,
+            ClientFrame::History {
+                room,
+                before,
+                limit,
+            } => self.history(&room, before, limit).await,
+            ClientFrame::Typing { room } => self.typing(&room).await,
+            ClientFrame::Rooms => match self.ctx.hub.rooms().await {
+                Ok(rooms) => self.reply(&ServerFrame::Rooms { rooms }).await,
+                Err(e) => self.unavailable(e, None).await,
+            },
+            ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
+        }
+    }
+
+    fn user(&self) -> &User {
+        self.user.as_ref().expect("user is set after hello")
+    }
+
+    /// Parses a room name, answering `bad_room` when it is not one.
+    async fn room_name(&mut self, room: &str, id: Option<&str>) -> Result<Option<RoomName>, End> {
+        match RoomName::parse(room) {
+            Ok(name) => Ok(Some(name)),
+            Err(e) => {
+                self.error(e.code(), &e.to_string(), id.map(str::to_owned))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A joined room's name, answering `bad_room` or `not_joined` otherwise.
+    async fn joined_room(&mut self, room: &str, id: Option<&str>) -> Result<Option<RoomName>, End> {
+        let Some(name) = self.room_name(room, id).await? else {
+            return Ok(None);
+        };
+        if !self.rooms.contains_key(name.as_str()) {
+            self.error(
+                ErrorCode::NotJoined,
+                &format!("join room {name:?} first"),
+                id.map(str::to_owned),
+            )
+            .await?;
+            return Ok(None);
+        }
+        Ok(Some(name))
+    }
+
+    async fn join(&mut self, room: &str, since: Option<Since>) -> Result<(), End> {
+        let Some(name) = self.room_name(room, None).await? else {
+            return Ok(());
+        };
+        let max = self.ctx.config.max_rooms_per_conn;
+        if !self.rooms.contains_key(name.as_str()) && self.rooms.len() >= max {
+            return self
+                .error(
+                    ErrorCode::TooManyRooms,
+                    &format!("a connection may join at most {max} rooms; leave one first"),
+                    None,
+                )
+                .await;
+        }
+        let member = Member {
+            conn: self.id,
+            user: self.user().clone(),
+            outbox: self.outbox_tx.clone(),
+            kick: self.kick.clone(),
+        };
+        let joined = match self.ctx.hub.join(&name, member, since.as_ref()).await {
+            Ok(joined) => joined,
+            Err(e) => return self.unavailable(e, None).await,
+        };
+        let offset = joined.recovery.position.offset;
+        self.rooms
+            .entry(name.as_str().to_owned())
+            .and_modify(|r| r.delivered = r.delivered.max(offset))
+            .or_insert(JoinedRoom {
+                name: name.clone(),
+                delivered: offset,
+            });
+        let frame = ServerFrame::Joined {
+            room: name.into_string(),
+            epoch: joined.recovery.position.epoch.to_string(),
+            offset,
+            members: joined.members,
+            history: joined.recovery.history,
+            recovered: joined.recovery.recovered,
+        };
+        self.reply(&frame).await
+    }
+
+    async fn leave(&mut self, room: &str) -> Result<(), End> {
+        let Some(name) = self.joined_room(room, None).await? else {
+            return Ok(());
+        };
+        self.rooms.remove(name.as_str());
+        self.ctx.hub.leave(&name, self.id).await;
+        self.reply(&ServerFrame::Left {
+            room: name.into_string(),
+        })
+        .await
+    }
+
+    async fn send(&mut self, room: &str, id: String, body: &str) -> Result<(), End> {
+        let client_id = match ClientId::parse(&id) {
+            Ok(c) => c,
+            Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
+        };
+        let Some(name) = self.joined_room(room, Some(&id)).await? else {
+            return Ok(());
+        };
+        let body = match Body::parse(body) {
+            Ok(b) => b,
+            Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
+        };
+        if self.limiter.check().is_err() {
+            return self
+                .error(
+                    ErrorCode::RateLimited,
+                    "sending too fast; message not stored",
+                    Some(id),
+                )
+                .await;
+        }
+        let msg = NewMessage {
+            id: format!("m_{}", uuid::Uuid::now_v7().simple()),
+            client_id: client_id.into_string(),
+            from: self.user().clone(),
+            body: body.into_string(),
+            ts: now_ms(),
+        };
+        let started = Instant::now();
+        match self.ctx.hub.publish(&name, msg).await {
+            Ok(published) => {
+                metrics::histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+                if !published.duplicate {
+                    metrics::counter!(m::MESSAGES_PUBLISHED).increment(1);
+                }
+                self.reply(&ServerFrame::Ack {
+                    id,
+                    room: name.into_string(),
+                    offset: published.offset,
+                })
+                .await
+            }
+            Err(e) => self.unavailable(e, Some(id)).await,
+        }
+    }
+
+    async fn history(
+        &mut self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<(), End> {
+        let Some(name) = self.joined_room(room, None).await? else {
+            return Ok(());
+        };
+        let limit = limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+            .min(MAX_HISTORY_LIMIT) as usize;
+        match self.ctx.hub.history(&name, before, limit).await {
+            Ok(messages) => {
+                self.reply(&ServerFrame::History {
+                    room: name.into_string(),
+                    messages,
+                })
+                .await
+            }
+            Err(e) => self.unavailable(e, None).await,
+        }
+    }
+
+    async fn typing(&mut self, room: &str) -> Result<(), End> {
+        let Some(name) = self.joined_room(room, None).await? else {
+            return Ok(());
+        };
+        if self.limiter.check().is_err() {
+            return self
+                .error(ErrorCode::RateLimited, "typing notices too fast", None)
+                .await;
+        }
+        let user = self.user().clone();
+        match self.ctx.hub.typing(&name, &user).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.unavailable(e, None).await,
+        }
+    }
+
+    /// Writes what the hub queued: this item and whatever else is waiting,
+    /// flushed once.
+    async fn forward(&mut self, first: Outbound) -> Result<(), End> {
+        const BATCH: usize = 64;
+        let mut pending = 0;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            if let Some(frame) = self.admit(item) {
+                pending += 1;
+                timed(self.write_timeout(), self.socket.feed(Message::Text(frame))).await?;
+            }
+            if pending < BATCH {
+                next = self.outbox_rx.try_recv().ok();
+            }
+        }
+        if pending > 0 {
+            timed(self.write_timeout(), self.socket.flush()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an outbox item goes to the client: only for joined rooms, and
+    /// a message only if newer than the last one delivered in its room.
+    fn admit(&mut self, item: Outbound) -> Option<Utf8Bytes> {
+        let room = self.rooms.get_mut(&*item.room)?;
+        if item.offset != 0 {
+            if item.offset <= room.delivered {
+                return None;
+            }
+            room.delivered = item.offset;
+        }
+        Some(item.frame)
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), End> {
+        if self.last_seen.elapsed() > self.ctx.config.idle_timeout {
+            tracing::info!("peer silent past the idle timeout; dropping it");
+            return Err(End::Gone);
+        }
+        timed(
+            self.write_timeout(),
+            self.socket.send(Message::Ping(Default::default())),
+        )
+        .await
+    }
+
+    async fn shutting_down(&mut self) -> End {
+        let frame = ServerFrame::Reconnect {
+            reason: ReconnectReason::Shutdown,
+        };
+        match self.reply(&frame).await {
+            Ok(()) => End::Close(CloseCode::ServiceRestart, "server shutting down"),
+            Err(end) => end,
+        }
+    }
+
+    /// Sends a direct reply to this client.
+    async fn reply(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        metrics::counter!(m::FRAMES_OUT, "type" => frame.kind()).increment(1);
+        let bytes = encode(frame);
+        timed(self.write_timeout(), self.socket.send(Message::Text(bytes))).await
+    }
+
+    /// Sends an `error` frame; `bad_frame` errors count toward the flood rule.
+    async fn error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        id: Option<String>,
+    ) -> Result<(), End> {
+        metrics::counter!(m::REJECTED_FRAMES, "code" => code.as_str()).increment(1);
+        self.reply(&ServerFrame::error(code, message, id)).await?;
+        if code == ErrorCode::BadFrame {
+            let now = Instant::now();
+            if self.bad_frames.len() == BAD_FRAME_LIMIT {
+                self.bad_frames.pop_front();
+            }
+            self.bad_frames.push_back(now);
+            let window = Duration::from_secs(BAD_FRAME_WINDOW_SECS);
+            if self.bad_frames.len() == BAD_FRAME_LIMIT
+                && now.duration_since(self.bad_frames[0]) <= window
+            {
+                return Err(End::Close(
+                    CloseCode::PolicyViolation,
+                    "too many bad frames",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unavailable(&mut self, e: EngineError, id: Option<String>) -> Result<(), End> {
+        metrics::counter!(m::ENGINE_ERRORS, "engine" => self.ctx.hub.engine_kind()).increment(1);
+        tracing::warn!(error = %e, "engine call failed");
+        self.error(
+            ErrorCode::Unavailable,
+            "the shared store is unavailable; retry shortly",
+            id,
+        )
+        .await
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.ctx.config.write_timeout
+    }
+
+    fn count_in(&self, kind: &'static str) {
+        metrics::counter!(m::FRAMES_IN, "type" => kind).increment(1);
+    }
+
+    /// Leaves every room and closes the socket as `end` says.
+    async fn finish(&mut self, end: End) {
+        for (_, room) in self.rooms.drain() {
+            self.ctx.hub.leave(&room.name, self.id).await;
+        }
+        if let End::Close(code, reason) = end {
+            tracing::debug!(code = code.code(), reason, "closing");
+            let close = Message::Close(Some(CloseFrame {
+                code: code.code(),
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            let _ =
+                tokio::time::timeout(self.ctx.config.write_timeout, self.socket.send(close)).await;
+        }
+    }
+}
+
+/// Runs one write within `limit`: a client that does not take a frame in
+/// that time is dropped (it reconnects and recovers by offset).
+async fn timed(
+    limit: Duration,
+    io: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => {
+            tracing::info!("write timed out; dropping the client");
+            Err(End::Gone)
+        }
+    }
+}
+
+fn kick_reason(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::TryAgainLater => "too slow: reconnect and re-join with since",
+        _ => "closed by the server",
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

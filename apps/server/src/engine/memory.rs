@@ -1,0 +1,277 @@
+//! The in-process engine: one instance, no Redis. The default behind
+//! `make run`, and the double the hub and connection tests run on.
+//!
+//! It follows the same contract as the Redis engine: publishes get
+//! contiguous offsets per room and loop back to the hub through the event
+//! channel (there is no "deliver locally" shortcut), history is capped,
+//! (user, client id) pairs are deduplicated for the dedupe window.
+
+use super::{Engine, EngineError, EngineEvent, NewMessage, Position, Published};
+use async_trait::async_trait;
+use protocol::{ChatMessage, RoomInfo, RoomName, User};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The in-process engine.
+pub struct MemoryEngine {
+    /// Every room that was ever used in this process. A std mutex: held only
+    /// to look a room up, never across an await.
+    rooms: Mutex<HashMap<RoomName, Arc<MemRoom>>>,
+    /// To the hub. Bounded: a hub that falls behind slows publishers down
+    /// instead of growing memory.
+    events: mpsc::Sender<EngineEvent>,
+    history_cap: usize,
+    dedupe_window: Duration,
+}
+
+struct MemRoom {
+    /// Serialises publishes of the room so that its events reach the channel
+    /// in offset order. Async because the send may wait for channel space.
+    publish: tokio::sync::Mutex<()>,
+    state: Mutex<RoomState>,
+}
+
+struct RoomState {
+    epoch: Arc<str>,
+    /// Latest offset (0: none yet).
+    offset: u64,
+    /// The newest `history_cap` messages, ascending.
+    history: VecDeque<ChatMessage>,
+    /// (user id, client id) → offset, for resends.
+    dedupe: HashMap<(String, String), u64>,
+    /// Dedupe keys in insertion order with their time, to expire them.
+    dedupe_order: VecDeque<(Instant, (String, String))>,
+    /// Users present in the room.
+    members: HashMap<String, User>,
+}
+
+impl MemoryEngine {
+    pub fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
+        MemoryEngine {
+            rooms: Mutex::new(HashMap::new()),
+            events,
+            history_cap: history_cap.max(1),
+            dedupe_window: Duration::from_secs(protocol::limits::DEDUPE_WINDOW_SECS),
+        }
+    }
+
+    fn room(&self, room: &RoomName) -> Arc<MemRoom> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        rooms
+            .entry(room.clone())
+            .or_insert_with(|| {
+                Arc::new(MemRoom {
+                    publish: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(RoomState {
+                        epoch: new_epoch(),
+                        offset: 0,
+                        history: VecDeque::new(),
+                        dedupe: HashMap::new(),
+                        dedupe_order: VecDeque::new(),
+                        members: HashMap::new(),
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    async fn emit(&self, event: EngineEvent) -> Result<(), EngineError> {
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| EngineError::Internal("the hub has stopped".into()))
+    }
+}
+
+/// A fresh epoch: random, so a restarted process never reuses one.
+pub(crate) fn new_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, room: &RoomName, msg: NewMessage) -> Result<Published, EngineError> {
+        let r = self.room(room);
+        let _order = r.publish.lock().await;
+        let (epoch, message) = {
+            let mut st = r.state.lock().expect("room lock");
+            let now = Instant::now();
+            while let Some((t, _)) = st.dedupe_order.front() {
+                if now.duration_since(*t) < self.dedupe_window {
+                    break;
+                }
+                let (_, key) = st.dedupe_order.pop_front().expect("front exists");
+                st.dedupe.remove(&key);
+            }
+            let key = (msg.from.id.clone(), msg.client_id.clone());
+            if let Some(&offset) = st.dedupe.get(&key) {
+                return Ok(Published {
+                    epoch: st.epoch.clone(),
+                    offset,
+                    duplicate: true,
+                });
+            }
+            st.offset += 1;
+            let offset = st.offset;
+            st.dedupe.insert(key.clone(), offset);
+            st.dedupe_order.push_back((now, key));
+            let message = ChatMessage {
+                room: room.as_str().to_owned(),
+                offset,
+                id: msg.id,
+                client_id: msg.client_id,
+                from: msg.from,
+                body: msg.body,
+                ts: msg.ts,
+            };
+            st.history.push_back(message.clone());
+            while st.history.len() > self.history_cap {
+                st.history.pop_front();
+            }
+            (st.epoch.clone(), message)
+        };
+        let offset = message.offset;
+        self.emit(EngineEvent::Message {
+            room: room.clone(),
+            epoch: epoch.clone(),
+            message,
+        })
+        .await?;
+        Ok(Published {
+            epoch,
+            offset,
+            duplicate: false,
+        })
+    }
+
+    async fn position(&self, room: &RoomName) -> Result<Position, EngineError> {
+        let r = self.room(room);
+        let st = r.state.lock().expect("room lock");
+        Ok(Position {
+            epoch: st.epoch.clone(),
+            offset: st.offset,
+        })
+    }
+
+    async fn range(
+        &self,
+        room: &RoomName,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<ChatMessage>, EngineError> {
+        let r = self.room(room);
+        let st = r.state.lock().expect("room lock");
+        Ok(st
+            .history
+            .iter()
+            .filter(|m| m.offset > after && m.offset <= upto)
+            .cloned()
+            .collect())
+    }
+
+    async fn before(
+        &self,
+        room: &RoomName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, EngineError> {
+        let r = self.room(room);
+        let st = r.state.lock().expect("room lock");
+        let older: Vec<&ChatMessage> = st
+            .history
+            .iter()
+            .rev()
+            .filter(|m| m.offset < before)
+            .take(limit)
+            .collect();
+        Ok(older.into_iter().rev().cloned().collect())
+    }
+
+    async fn subscribe(&self, _room: &RoomName) -> Result<(), EngineError> {
+        // Every event of this process reaches its one hub already.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _room: &RoomName) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn presence_join(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        let r = self.room(room);
+        let new = {
+            let mut st = r.state.lock().expect("room lock");
+            st.members.insert(user.id.clone(), user.clone()).is_none()
+        };
+        if new {
+            self.emit(EngineEvent::Presence {
+                room: room.clone(),
+                user: user.clone(),
+                joined: true,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn presence_leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        let r = self.room(room);
+        let gone = {
+            let mut st = r.state.lock().expect("room lock");
+            st.members.remove(&user.id)
+        };
+        if let Some(user) = gone {
+            self.emit(EngineEvent::Presence {
+                room: room.clone(),
+                user,
+                joined: false,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
+        let r = self.room(room);
+        let st = r.state.lock().expect("room lock");
+        let mut users: Vec<User> = st.members.values().cloned().collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
+    }
+
+    async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        self.emit(EngineEvent::Typing {
+            room: room.clone(),
+            user: user.clone(),
+        })
+        .await
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
+        let rooms: Vec<(RoomName, Arc<MemRoom>)> = {
+            let rooms = self.rooms.lock().expect("rooms lock");
+            rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut out: Vec<RoomInfo> = rooms
+            .into_iter()
+            .filter_map(|(name, r)| {
+                let members = r.state.lock().expect("room lock").members.len() as u64;
+                (members > 0).then(|| RoomInfo {
+                    room: name.into_string(),
+                    members,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        Ok(out)
+    }
+
+    async fn ready(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The HTTP edge: routes, the WebSocket upgrade (origin check, per-IP
+//! limit), health, readiness, metrics, the web app (SSR) and the docs.
+//!
+//! Owns the axum router and what is checked before a socket is handed to
+//! [`crate::connection`]. **API boundary:** the routes below; everything a
+//! client does after the upgrade is protocol, not HTTP.
+
+use crate::config::{Config, OriginPolicy};
+use crate::connection::{self, ConnContext};
+use crate::metrics as m;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRef, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::task::TaskTracker;
+
+/// Largest WebSocket message the transport reads at all. Frames between the
+/// protocol's 64 KiB and this are read, then refused with close 1009 by the
+/// codec; beyond it the transport itself gives up on the socket.
+const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
+
+/// State of the router.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub conn: Arc<ConnContext>,
+    pub metrics: PrometheusHandle,
+    pub ip_limits: Arc<IpLimits>,
+    /// Every connection task holds a token of this tracker, so shutdown can
+    /// wait for upgraded sockets (axum's graceful shutdown does not).
+    pub tracker: TaskTracker,
+    pub next_conn: Arc<AtomicU64>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> LeptosOptions {
+        state.leptos.clone()
+    }
+}
+
+/// The router of one instance.
+pub fn router(state: AppState) -> Router {
+    let leptos = state.leptos.clone();
+    let routes = generate_route_list(web::App);
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/docs", get(docs_index))
+        .route("/docs/{*path}", get(docs_page))
+        .leptos_routes(&state, routes, move || web::shell(leptos.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            web::shell,
+        ))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.conn.hub.ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn docs_index() -> Response {
+    docs_response("")
+}
+
+async fn docs_page(Path(path): Path<String>) -> Response {
+    docs_response(&path)
+}
+
+fn docs_response(path: &str) -> Response {
+    match docs::render(path) {
+        Some(html) => Html(html).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such docs page").into_response(),
+    }
+}
+
+async fn ws_upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let config = &state.conn.config;
+    if let Err(reason) = check_origin(&config.origins, &headers) {
+        metrics::counter!(m::UPGRADES_REFUSED, "reason" => "origin").increment(1);
+        tracing::info!(%peer, reason, "websocket upgrade refused");
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let ip = client_ip(config, peer.ip(), &headers);
+    let Some(slot) = state.ip_limits.acquire(ip) else {
+        metrics::counter!(m::UPGRADES_REFUSED, "reason" => "per_ip").increment(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many connections from {ip} (limit {})",
+                config.max_conns_per_ip
+            ),
+        )
+            .into_response();
+    };
+    let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let tracked = state.tracker.token();
+    let ctx = state.conn.clone();
+    ws.max_message_size(TRANSPORT_MAX_MESSAGE)
+        .max_frame_size(TRANSPORT_MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, ctx, id).await;
+            drop(slot);
+            drop(tracked);
+        })
+}
+
+/// Checks the upgrade's `Origin` against the policy. No `Origin` header: a
+/// non-browser client, accepted.
+pub fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), &'static str> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| "Origin header is not text")?
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    match policy {
+        OriginPolicy::Any => Ok(()),
+        OriginPolicy::List(allowed) => {
+            if allowed.iter().any(|a| *a == origin) {
+                Ok(())
+            } else {
+                Err("origin not allowed")
+            }
+        }
+        OriginPolicy::SameOrigin => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+                .ok_or("no Host header to compare the Origin with")?;
+            let origin_host = origin
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .ok_or("Origin is not a URL")?;
+            if origin_host == host {
+                Ok(())
+            } else {
+                Err("cross-origin WebSocket refused")
+            }
+        }
+    }
+}
+
+fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if config.trust_proxy_headers {
+        if let Some(ip) = headers
+            .get("x-real-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// Open WebSockets per client IP.
+pub struct IpLimits {
+    max: usize,
+    /// A std mutex: one map update per connect and disconnect.
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl IpLimits {
+    pub fn new(max: usize) -> Arc<IpLimits> {
+        Arc::new(IpLimits {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, released on drop, or `None`
+    /// at the limit.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("ip limits lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection counted against its IP.
+pub struct IpSlot {
+    limits: Arc<IpLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().expect("ip limits lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_policy() {
+        let p = OriginPolicy::SameOrigin;
+        assert!(check_origin(&p, &headers(None, "chat.example:3000")).is_ok());
+        assert!(check_origin(
+            &p,
+            &headers(Some("http://chat.example:3000"), "chat.example:3000")
+        )
+        .is_ok());
+        assert!(check_origin(
+            &p,
+            &headers(Some("https://CHAT.example:3000/"), "chat.example:3000")
+        )
+        .is_ok());
+        assert!(check_origin(
+            &p,
+            &headers(Some("http://evil.example"), "chat.example:3000")
+        )
+        .is_err());
+        assert!(check_origin(
+            &p,
+            &headers(Some("http://chat.example:3001"), "chat.example:3000")
+        )
+        .is_err());
+        assert!(check_origin(&p, &headers(Some("null"), "chat.example:3000")).is_err());
+    }
+
+    #[test]
+    fn listed_and_any_policies() {
+        let list = OriginPolicy::List(vec!["https://chat.example.com".into()]);
+        assert!(check_origin(&list, &headers(Some("https://chat.example.com"), "x")).is_ok());
+        assert!(check_origin(&list, &headers(Some("http://chat.example.com"), "x")).is_err());
+        assert!(check_origin(&OriginPolicy::Any, &headers(Some("http://anything"), "x")).is_ok());
+    }
+
+    #[test]
+    fn ip_slots_are_counted_and_released() {
+        let limits = IpLimits::new(2);
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let a = limits.acquire(ip).unwrap();
+        let _b = limits.acquire(ip).unwrap();
+        assert!(limits.acquire(ip).is_none());
+        assert!(limits.acquire("127.0.0.10".parse().unwrap()).is_some());
+        drop(a);
+        assert!(limits.acquire(ip).is_some());
+    }
+}

@@ -1,0 +1,136 @@
+//! The chat server: one instance of a horizontally scalable chat.
+//!
+//! Modules, in reading order:
+//! - [`config`]: flags and env, validated once into [`config::Config`].
+//! - [`http`]: routes, the WebSocket upgrade, health, metrics, web UI, docs.
+//! - [`connection`]: one task per socket; the protocol session.
+//! - [`codec`]: WebSocket message → protocol frame, pure.
+//! - [`session`]: signed session tokens.
+//! - [`hub`]: local rooms and members; in-order fan-out of engine events.
+//! - [`engine`]: what instances share (history, fan-out, presence).
+//! - [`metrics`]: metric names and the Prometheus recorder.
+//!
+//! Dependencies point one way: http → connection → hub → engine.
+
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod session;
+
+use crate::config::Config;
+use crate::connection::ConnContext;
+use crate::engine::memory::MemoryEngine;
+use crate::engine::{Engine, RecoveryLimits};
+use crate::hub::Hub;
+use crate::session::Sessions;
+use anyhow::Context as _;
+use leptos::config::{Env, LeptosOptions};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Capacity of the engine → hub event channel. Bounded: a hub that falls
+/// behind slows the engine's producers rather than growing memory.
+const ENGINE_EVENTS: usize = 8192;
+
+/// Serves the chat on `listener` until `shutdown` is cancelled, then closes
+/// every WebSocket with `reconnect` + 1012 and returns within the configured
+/// deadline. Tests call this with a listener on port 0.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let local = listener.local_addr().context("listener address")?;
+    let metrics = metrics::install();
+    let tracker = TaskTracker::new();
+
+    let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
+    let engine: Arc<dyn Engine> = match &config.redis {
+        None => Arc::new(MemoryEngine::new(events_tx, config.history_cap)),
+        Some(_) => anyhow::bail!("the Redis engine is not available in this build yet"),
+    };
+    let hub = Arc::new(Hub::new(
+        engine,
+        RecoveryLimits {
+            recent: config.join_history,
+            max_replay: config.max_replay,
+        },
+    ));
+    tracker.spawn(hub.clone().run(events_rx));
+
+    let secret = match &config.session_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            tracing::warn!(
+                "SESSION_SECRET is not set: using a random per-process secret; \
+                 sessions will not survive a restart or move between instances"
+            );
+            rand::random::<[u8; 32]>().to_vec()
+        }
+    };
+    let conn = Arc::new(ConnContext {
+        config: config.clone(),
+        hub,
+        sessions: Sessions::new(&secret, config.token_ttl),
+        shutdown: shutdown.clone(),
+    });
+    let state = http::AppState {
+        leptos: leptos_options(&config, local),
+        conn,
+        metrics,
+        ip_limits: http::IpLimits::new(config.max_conns_per_ip),
+        tracker: tracker.clone(),
+        next_conn: Arc::new(AtomicU64::new(1)),
+    };
+    tracing::info!(
+        addr = %local,
+        instance = %config.instance_id,
+        engine = state.conn.hub.engine_kind(),
+        "listening"
+    );
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("http server")?;
+
+    // Upgraded sockets are not covered by axum's graceful shutdown: each
+    // connection saw the token, sent `reconnect` and closes; wait for them.
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed with connections still open");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Where the web app's built assets are and what they are called. Built
+/// here from the config rather than from cargo-leptos's environment, so a
+/// binary started by hand serves correct `/pkg` URLs.
+fn leptos_options(config: &Config, local: SocketAddr) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("chat")
+        .site_root(config.site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(local)
+        .env(if config.dev_reload {
+            Env::DEV
+        } else {
+            Env::PROD
+        })
+        .reload_port(config.reload_port)
+        .build()
+}

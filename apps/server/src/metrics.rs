@@ -1,0 +1,60 @@
+//! Prometheus metrics: names as constants, labels of low cardinality only
+//! (frame types, error codes, engine kinds; never a room or a user id).
+//!
+//! The recorder is process-wide (the `metrics` facade has one global
+//! recorder), installed on first use; several servers in one test process
+//! share it.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "chat_connections";
+/// Rooms with at least one local member (gauge).
+pub const LOCAL_ROOMS: &str = "chat_local_rooms";
+/// Frames received from clients, label `type` (counter).
+pub const FRAMES_IN: &str = "chat_frames_in_total";
+/// Frames written to clients, label `type` for direct replies; room fan-out
+/// counts under `chat_messages_delivered_total` (counter).
+pub const FRAMES_OUT: &str = "chat_frames_out_total";
+/// Messages stored and published (counter).
+pub const MESSAGES_PUBLISHED: &str = "chat_messages_published_total";
+/// Message frames handed to local connections by the hub (counter).
+pub const MESSAGES_DELIVERED: &str = "chat_messages_delivered_total";
+/// Time from a `send` being accepted to the engine's publish answer, seconds.
+pub const PUBLISH_SECONDS: &str = "chat_publish_duration_seconds";
+/// Connections closed with 1013 because their outbox was full (counter).
+pub const SLOW_CONSUMER_CLOSES: &str = "chat_slow_consumer_closes_total";
+/// Error frames sent, label `code` (counter).
+pub const REJECTED_FRAMES: &str = "chat_rejected_frames_total";
+/// Engine operations that failed, label `engine` (counter).
+pub const ENGINE_ERRORS: &str = "chat_engine_errors_total";
+/// Gaps in a room's offsets filled from history by the hub (counter).
+pub const GAP_FILLS: &str = "chat_gap_fills_total";
+/// WebSocket upgrades refused, label `reason` (counter).
+pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once and returns the handle that renders
+/// the text exposition format.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_SECONDS.to_owned()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist in a test process; ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,16 @@
+//! The chat UI. Rendered on the server by `apps/server` (feature `ssr`,
+//! through leptos_axum) and hydrated in the browser (feature `hydrate`,
+//! compiled to WASM by cargo-leptos). Every frame it exchanges is a type of
+//! `packages/protocol`; its components come from `packages/ui`.
+
+pub mod app;
+
+pub use app::{shell, App};
+
+/// The WASM entry point: attaches the reactive app to the server-rendered HTML.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+}

@@ -1,0 +1,51 @@
+//! The protocol's documented limits. Servers may be configured tighter for
+//! rates and counts, never looser for the value rules (a client relies on
+//! these to validate before sending).
+
+/// Largest frame a client may send, in bytes; a larger one closes the socket
+/// with [`crate::CloseCode::MessageTooBig`].
+pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+
+/// Longest user name, in Unicode scalar values after trimming.
+pub const NAME_MAX_CHARS: usize = 32;
+
+/// Longest room name, in bytes (room names are ASCII `[a-z0-9_-]`).
+pub const ROOM_MAX_CHARS: usize = 64;
+
+/// Longest message body, in Unicode scalar values after trimming.
+pub const BODY_MAX_CHARS: usize = 4000;
+
+/// Longest client-chosen message id, in Unicode scalar values.
+pub const CLIENT_ID_MAX_CHARS: usize = 64;
+
+/// Messages in `joined.history` when the client gives no `since`.
+pub const DEFAULT_JOIN_HISTORY: usize = 50;
+
+/// Default `limit` of a `history` request.
+pub const DEFAULT_HISTORY_LIMIT: u64 = 50;
+
+/// Largest `limit` of a `history` request: larger values are capped, not refused.
+pub const MAX_HISTORY_LIMIT: u64 = 200;
+
+/// Largest gap a `join` with `since` replays by default; a larger gap is
+/// answered with the newest messages and `recovered: false`.
+pub const DEFAULT_MAX_REPLAY: u64 = 1000;
+
+/// Default per-connection rate of `send` + `typing` frames, per second.
+pub const DEFAULT_RATE_PER_SEC: u32 = 20;
+
+/// Default burst of the per-connection token bucket.
+pub const DEFAULT_RATE_BURST: u32 = 40;
+
+/// `bad_frame` errors tolerated within [`BAD_FRAME_WINDOW_SECS`] before the
+/// socket is closed with [`crate::CloseCode::PolicyViolation`].
+pub const BAD_FRAME_LIMIT: usize = 10;
+
+/// Window of the `bad_frame` flood rule, in seconds.
+pub const BAD_FRAME_WINDOW_SECS: u64 = 10;
+
+/// How long a server remembers a (user, client id) pair for dedupe, at least.
+pub const DEDUPE_WINDOW_SECS: u64 = 5 * 60;
+
+/// Default lifetime of a session token, in seconds (7 days).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 7 * 24 * 60 * 60;

@@ -1,0 +1,212 @@
+//! The value rules of protocol v1, as constructors of validated newtypes.
+//! A value of [`Name`], [`RoomName`], [`Body`] or [`ClientId`] has passed
+//! its rule; each error says which rule failed and maps to the error code a
+//! server answers with.
+
+use crate::codes::ErrorCode;
+use crate::limits::{BODY_MAX_CHARS, CLIENT_ID_MAX_CHARS, NAME_MAX_CHARS, ROOM_MAX_CHARS};
+use std::fmt;
+use thiserror::Error;
+
+/// Why a user name was refused (`bad_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is longer than {NAME_MAX_CHARS} characters")]
+    TooLong,
+    #[error("name contains a control character")]
+    ControlChar,
+}
+
+/// Why a room name was refused (`bad_room`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RoomError {
+    #[error("room name is empty")]
+    Empty,
+    #[error("room name is longer than {ROOM_MAX_CHARS} characters")]
+    TooLong,
+    #[error("room names hold only a-z, 0-9, '_' and '-' (found {0:?})")]
+    BadChar(char),
+}
+
+/// Why a message body was refused (`too_large` when too long, `bad_frame`
+/// otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BodyError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message is longer than {BODY_MAX_CHARS} characters")]
+    TooLong,
+    #[error("message contains a control character other than newline or tab")]
+    ControlChar,
+}
+
+/// Why a client message id was refused (`bad_frame`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClientIdError {
+    #[error("message id is empty")]
+    Empty,
+    #[error("message id is longer than {CLIENT_ID_MAX_CHARS} characters")]
+    TooLong,
+}
+
+impl NameError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadName
+    }
+}
+
+impl RoomError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadRoom
+    }
+}
+
+impl BodyError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BodyError::TooLong => ErrorCode::TooLarge,
+            BodyError::Empty | BodyError::ControlChar => ErrorCode::BadFrame,
+        }
+    }
+}
+
+impl ClientIdError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadFrame
+    }
+}
+
+/// Checks a length in Unicode scalar values without counting past `max + 1`.
+fn longer_than(s: &str, max: usize) -> bool {
+    s.chars().nth(max).is_some()
+}
+
+/// A display name: trimmed, 1–32 scalar values, no control characters (Cc).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(raw: &str) -> Result<Name, NameError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if longer_than(name, NAME_MAX_CHARS) {
+            return Err(NameError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(NameError::ControlChar);
+        }
+        Ok(Name(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A room name: 1–64 characters of `[a-z0-9_-]`. Not trimmed: a room name
+/// with spaces is refused, not silently changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(raw: &str) -> Result<RoomName, RoomError> {
+        if raw.is_empty() {
+            return Err(RoomError::Empty);
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+        {
+            return Err(RoomError::BadChar(bad));
+        }
+        // Only ASCII is left, so bytes are characters.
+        if raw.len() > ROOM_MAX_CHARS {
+            return Err(RoomError::TooLong);
+        }
+        Ok(RoomName(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for RoomName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A message body: trimmed, 1–4000 scalar values, newlines and tabs allowed,
+/// no other control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body(String);
+
+impl Body {
+    pub fn parse(raw: &str) -> Result<Body, BodyError> {
+        let body = raw.trim();
+        if body.is_empty() {
+            return Err(BodyError::Empty);
+        }
+        if body
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(BodyError::ControlChar);
+        }
+        if longer_than(body, BODY_MAX_CHARS) {
+            return Err(BodyError::TooLong);
+        }
+        Ok(Body(body.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A client-chosen message id: 1–64 scalar values, taken as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn parse(raw: &str) -> Result<ClientId, ClientIdError> {
+        if raw.is_empty() {
+            return Err(ClientIdError::Empty);
+        }
+        if longer_than(raw, CLIENT_ID_MAX_CHARS) {
+            return Err(ClientIdError::TooLong);
+        }
+        Ok(ClientId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
