@@ -19,6 +19,7 @@ help:
 	@echo "make test     everything CI checks: format, clippy, wasm builds, unit + integration tests, compose file"
 	@echo "make dev      cargo leptos watch: the full stack with live reload"
 	@echo "make build    build every app (server, web → WASM, docs) in release mode"
+	@echo "make cluster  redis-server + two instances (:3001, :3002) behind nginx on :3000"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
 
@@ -37,6 +38,11 @@ build: build-release
 build-release:
 	$(ENSURE) wasm-target cargo-leptos wasm-bindgen wasm-opt
 	cargo leptos build --release
+
+## cluster: redis-server + two instances (:3001, :3002) behind nginx on :3000.
+cluster: build-release
+	$(ENSURE) redis-server nginx envsubst
+	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/cluster.sh
 
 ## test: what CI runs.
 test: fmt-check lint wasm-check unit compose-check

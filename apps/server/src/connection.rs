@@ -157,7 +157,7 @@ impl Connection {
             };
             self.last_seen = Instant::now();
             match codec::decode(&msg) {
-                Ok(Decoded::Control) => continue,
+                Ok(Decoded::Control) => {}
                 Ok(Decoded::Close) => return Err(End::Gone),
                 Ok(Decoded::Frame(frame)) => break Some(frame),
                 Err(DecodeError::TooLarge(_)) => {

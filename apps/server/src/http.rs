@@ -145,7 +145,7 @@ pub fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), &'
     match policy {
         OriginPolicy::Any => Ok(()),
         OriginPolicy::List(allowed) => {
-            if allowed.iter().any(|a| *a == origin) {
+            if allowed.contains(&origin) {
                 Ok(())
             } else {
                 Err("origin not allowed")

@@ -23,7 +23,7 @@ use crate::metrics as m;
 use axum::extract::ws::Utf8Bytes;
 use protocol::{ChatMessage, CloseCode, RoomInfo, RoomName, ServerFrame, Since, User};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{mpsc, OnceCell};
 use tokio_util::sync::CancellationToken;
 
@@ -307,10 +307,15 @@ impl Hub {
     }
 
     /// Delivers engine events to local members until the engine side of the
-    /// channel closes.
-    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<EngineEvent>) {
+    /// channel closes. Holds the hub weakly between events: the hub owns the
+    /// engine, which owns the channel's sender, so a strong reference here
+    /// would keep the channel open, and this task alive, for ever. Once the
+    /// last connection and the router let go of the hub, the channel closes
+    /// and the task ends, which is what shutdown waits for.
+    pub async fn run(hub: Weak<Self>, mut events: mpsc::Receiver<EngineEvent>) {
         while let Some(event) = events.recv().await {
-            self.handle(event).await;
+            let Some(hub) = hub.upgrade() else { return };
+            hub.handle(event).await;
         }
     }
 
@@ -446,34 +451,50 @@ impl Hub {
     }
 
     /// Catches every local room up after the engine may have lost events.
+    /// Rooms whose catch-up fails (the store is still coming back) are
+    /// retried with backoff, for up to about half a minute; after that the
+    /// next message of the room finds the gap and fills it.
     async fn resync(&self) {
-        let rooms: Vec<(RoomName, Option<Cursor>)> = {
+        let mut rooms: Vec<RoomName> = {
             let rooms = self.rooms.lock().expect("hub lock");
-            rooms
-                .iter()
-                .map(|(name, r)| (name.clone(), r.cursor.clone()))
-                .collect()
+            rooms.keys().cloned().collect()
         };
-        for (room, cursor) in rooms {
-            let Some(cursor) = cursor else { continue };
-            let result = async {
-                let pos = self.engine.position(&room).await?;
-                if pos.epoch != cursor.epoch {
-                    return Ok(None);
+        let mut delay = std::time::Duration::from_millis(100);
+        for attempt in 0..8 {
+            let mut failed = Vec::new();
+            for room in rooms {
+                if let Err(e) = self.catch_up(&room).await {
+                    tracing::warn!(room = %room, attempt, error = %e, "resync failed");
+                    failed.push(room);
                 }
-                let missing = self.engine.range(&room, cursor.offset, pos.offset).await?;
-                Ok::<_, EngineError>(Some((pos.epoch, missing)))
             }
-            .await;
-            match result {
-                Ok(Some((epoch, missing))) => {
-                    for m in missing {
-                        self.deliver(&room, &epoch, m);
-                    }
-                }
-                Ok(None) => self.reset_room(&room),
-                Err(e) => tracing::warn!(room = %room, error = %e, "resync failed"),
+            if failed.is_empty() {
+                return;
             }
+            rooms = failed;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
+    }
+
+    /// Delivers what the room's local members missed since its cursor, or
+    /// resets the room when its epoch changed.
+    async fn catch_up(&self, room: &RoomName) -> Result<(), EngineError> {
+        let cursor = {
+            let rooms = self.rooms.lock().expect("hub lock");
+            rooms.get(room).and_then(|r| r.cursor.clone())
+        };
+        let Some(cursor) = cursor else {
+            return Ok(());
+        };
+        let pos = self.engine.position(room).await?;
+        if pos.epoch != cursor.epoch {
+            self.reset_room(room);
+            return Ok(());
+        }
+        for m in self.engine.range(room, cursor.offset, pos.offset).await? {
+            self.deliver(room, &pos.epoch, m);
+        }
+        Ok(())
     }
 }

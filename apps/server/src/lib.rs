@@ -24,10 +24,12 @@ pub mod session;
 use crate::config::Config;
 use crate::connection::ConnContext;
 use crate::engine::memory::MemoryEngine;
+use crate::engine::redis::RedisEngine;
 use crate::engine::{Engine, RecoveryLimits};
 use crate::hub::Hub;
 use crate::session::Sessions;
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use leptos::config::{Env, LeptosOptions};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -57,7 +59,20 @@ pub async fn run(
     let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
     let engine: Arc<dyn Engine> = match &config.redis {
         None => Arc::new(MemoryEngine::new(events_tx, config.history_cap)),
-        Some(_) => anyhow::bail!("the Redis engine is not available in this build yet"),
+        Some(redis) => {
+            // rustls needs one process-wide crypto provider for rediss://;
+            // a second install (another server in a test process) is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            RedisEngine::start(
+                redis,
+                config.instance_id.clone(),
+                config.history_cap,
+                config.presence_ttl,
+                events_tx,
+                shutdown.child_token(),
+            )
+            .context("starting the Redis engine")?
+        }
     };
     let hub = Arc::new(Hub::new(
         engine,
@@ -66,7 +81,7 @@ pub async fn run(
             max_replay: config.max_replay,
         },
     ));
-    tracker.spawn(hub.clone().run(events_rx));
+    tracker.spawn(Hub::run(Arc::downgrade(&hub), events_rx));
 
     let secret = match &config.session_secret {
         Some(s) => s.as_bytes().to_vec(),
@@ -99,6 +114,13 @@ pub async fn run(
         "listening"
     );
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Small frames (acks, messages) must leave at once, not wait for the
+    // peer's delayed ACK (Nagle), which costs ~40 ms per reply.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use server::config::Args;
+use std::io::IsTerminal as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let config = args.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)

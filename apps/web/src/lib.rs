@@ -2,6 +2,22 @@
 //! through leptos_axum) and hydrated in the browser (feature `hydrate`,
 //! compiled to WASM by cargo-leptos). Every frame it exchanges is a type of
 //! `packages/protocol`; its components come from `packages/ui`.
+//!
+//! Modules in reading order:
+//! - [`state`]: the client's model and every protocol decision, plain Rust,
+//!   unit-tested natively;
+//! - `client` (hydrate only): the WebSocket driver, timers and storage;
+//! - `platform`: what the views call of the browser, inert on the server;
+//! - [`app`]: the views.
+
+// The view types of a whole page nest deeper than the default allows.
+#![recursion_limit = "256"]
+
+pub mod state;
+
+#[cfg(feature = "hydrate")]
+mod client;
+mod platform;
 
 pub mod app;
 

@@ -2,9 +2,9 @@
 //! contiguous offsets, fans published messages out to every instance
 //! subscribed to the room, keeps presence, and lists active rooms.
 //!
-//! Implementations behind [`Engine`]: [`memory::MemoryEngine`] (one
-//! instance, no Redis; also the test double) and, for a cluster of
-//! instances, the Redis engine. The engine never knows the hub: what it receives
+//! Two implementations behind [`Engine`]: [`memory::MemoryEngine`] (one
+//! instance, no Redis; also the test double) and [`redis::RedisEngine`] (a
+//! cluster of instances sharing Redis or Valkey). The engine never knows the hub: what it receives
 //! for subscribed rooms leaves through the [`EngineEvent`] channel that
 //! `server::run` wires to the hub.
 //!
@@ -14,6 +14,7 @@
 //! sequence from [`Engine::range`].
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, Since, User};

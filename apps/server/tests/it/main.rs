@@ -1,1 +1,20 @@
-//! Integration tests of the server over real sockets.
+//! Integration tests of the server over real sockets. Each test starts its
+//! own instance on port 0 with `server::run` (as `main` does) and talks to
+//! it as a client would, in the frame types of `protocol`.
+//!
+//! - `support`: the harness (test server, WebSocket client, raw HTTP GET).
+//! - `chat`: ordering and offsets, acks, history, recovery with `since`,
+//!   dedupe, presence, typing, `rooms`, session tokens.
+//! - `limits`: every error code, the flood rule, the frame size limit, the
+//!   rate limit, slow consumers, per-IP and origin checks on the upgrade.
+//! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
+//! - `procs` + `cluster`: real `redis-server` and `server` processes; the
+//!   Redis engine across instances (ordering, kill -9, Redis restarts and
+//!   wipes, pub/sub loss, presence expiry, TLS).
+
+mod chat;
+mod cluster;
+mod lifecycle;
+mod limits;
+mod procs;
+mod support;

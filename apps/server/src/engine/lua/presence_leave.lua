@@ -1,0 +1,24 @@
+-- An instance has no connection of the user in the room any more. The user
+-- leaves when no other instance holds an unexpired entry.
+-- KEYS[1] users zset  KEYS[2] names hash  KEYS[3] the user's hash
+-- ARGV[1] user id  ARGV[2] instance  ARGV[3] now (ms)  ARGV[4] channel
+-- Returns 1 when the user left.
+redis.call('HDEL', KEYS[3], ARGV[2])
+local latest = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
+  local n = tonumber(v)
+  if n > latest then latest = n end
+end
+if latest > tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], 'XX', latest, ARGV[1])
+  redis.call('PEXPIREAT', KEYS[3], latest)
+  return 0
+end
+redis.call('DEL', KEYS[3])
+local name = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('PUBLISH', ARGV[4], 'p l ' .. ARGV[1] .. ' ' .. name)
+return 1

@@ -1,0 +1,126 @@
+//! The life of connections and of the instance: graceful shutdown,
+//! heartbeats, the `hello` deadline, and the plain HTTP routes.
+//!
+//! The time-based rules run with intervals of a few hundred milliseconds and
+//! the tests wait for their observable effect (a frame, a close), bounded.
+
+use crate::support::{presence_joined, presence_left, TestServer};
+use protocol::{ErrorCode, ReconnectReason, ServerFrame};
+use server::config::Config;
+use std::time::{Duration, Instant};
+
+const ROOM: &str = "general";
+
+#[tokio::test]
+async fn shutdown_asks_every_client_to_reconnect_then_run_returns() {
+    let mut cfg = Config::for_tests();
+    // Far beyond the test's bound: `run` must return because every
+    // connection is done, not because the deadline cut it short.
+    cfg.shutdown_deadline = Duration::from_secs(60);
+    let server = TestServer::start(cfg).await;
+    let mut member = server.login("alice").await;
+    member.join(ROOM).await;
+    let mut idle = server.login("bob").await;
+    let mut early = server.connect().await; // has not said hello yet
+
+    server.stop().await.expect("run returns Ok");
+
+    for client in [&mut member, &mut idle, &mut early] {
+        assert_eq!(
+            client.recv().await,
+            ServerFrame::Reconnect {
+                reason: ReconnectReason::Shutdown
+            }
+        );
+        assert_eq!(client.expect_close().await, 1012);
+    }
+}
+
+#[tokio::test]
+async fn client_that_answers_no_pings_is_dropped_after_the_idle_timeout() {
+    let mut cfg = Config::for_tests();
+    cfg.ping_interval = Duration::from_millis(100);
+    cfg.idle_timeout = Duration::from_millis(400);
+    let idle_timeout = cfg.idle_timeout;
+    let server = TestServer::start(cfg).await;
+
+    // Alice keeps reading, so her client answers every ping.
+    let mut alice = server.login("alice").await;
+    alice.join(ROOM).await;
+    let mut silent = server.login("silent").await;
+    let quiet_since = Instant::now();
+    silent.join(ROOM).await;
+    // From here `silent` reads nothing, so it answers no ping.
+    let silent_user = silent.user().clone();
+
+    assert_eq!(alice.recv().await, presence_joined(ROOM, &silent_user));
+    assert_eq!(alice.recv().await, presence_left(ROOM, &silent_user));
+    assert!(
+        quiet_since.elapsed() >= idle_timeout,
+        "dropped after {:?}, before the idle timeout",
+        quiet_since.elapsed()
+    );
+    alice.ping().await;
+}
+
+#[tokio::test]
+async fn client_without_hello_is_closed_after_the_hello_timeout() {
+    let mut cfg = Config::for_tests();
+    cfg.hello_timeout = Duration::from_millis(200);
+    let server = TestServer::start(cfg).await;
+    let mut greeted = server.login("alice").await;
+
+    let mut mute = server.connect().await;
+    mute.expect_error(ErrorCode::Unauthorized, None).await;
+    assert_eq!(mute.expect_close().await, 1008);
+    // The deadline applies before hello only: alice, connected earlier, stays.
+    greeted.ping().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let server = TestServer::start(Config::for_tests()).await;
+    assert_eq!(server.get("/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(server.get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn metrics_count_connections_and_frames() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let mut alice = server.login("alice").await;
+    alice.ping().await;
+
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in ["chat_connections", "chat_frames_in_total"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{text}"
+        );
+    }
+    assert!(server.metric("chat_connections").await >= 1.0);
+}
+
+#[tokio::test]
+async fn web_app_page_is_rendered_on_the_server() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    // The document shell, the app's own markup and its hydration script:
+    // what the server renders whatever the page shows first.
+    for part in ["<html", "<title>Chat</title>", "/pkg/chat.css", "\"chat\""] {
+        assert!(body.contains(part), "{part:?} missing from:\n{body}");
+    }
+    assert_eq!(server.get("/no-such-page").await.0, 404);
+}
+
+#[tokio::test]
+async fn docs_are_served_and_unknown_pages_are_404() {
+    let server = TestServer::start(Config::for_tests()).await;
+    for path in ["/docs", "/docs/protocol"] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 200, "GET {path}");
+        assert!(body.contains("Chat docs"), "GET {path}: {body}");
+    }
+    assert_eq!(server.get("/docs/nope").await.0, 404);
+}

@@ -1,0 +1,329 @@
+//! Real processes for the cluster tests: `redis-server` on free ports with
+//! their own data directories, and the `server` binary itself. Both are
+//! killed when dropped. Never the shared Redis on 6379.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A port that was free a moment ago (bind :0, read it, release it).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A scratch directory removed on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "chat-it-{tag}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// TLS material made by `openssl` for a test: a CA and a server certificate
+/// for 127.0.0.1 signed by it.
+pub(crate) struct Tls {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl Tls {
+    pub(crate) fn make(dir: &Path) -> Tls {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write ext");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=chat-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        Tls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+/// A `redis-server` of this test: free port, own data directory, AOF on.
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    pub(crate) password: Option<String>,
+    tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts a plain (TCP, no password) Redis.
+    pub(crate) async fn start() -> Redis {
+        Redis::start_with(None, None).await
+    }
+
+    /// Starts Redis with a password and a TLS port (plain port too, for
+    /// the test's own control connection).
+    pub(crate) async fn start_tls(password: &str, tls: &Tls) -> Redis {
+        Redis::start_with(
+            Some(password.to_owned()),
+            Some((
+                free_port(),
+                tls.cert.clone(),
+                tls.key.clone(),
+                tls.ca.clone(),
+            )),
+        )
+        .await
+    }
+
+    async fn start_with(
+        password: Option<String>,
+        tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
+    ) -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            password,
+            tls,
+            dir: TempDir::new("redis"),
+            child: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        if let Some((port, cert, key, ca)) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().expect("redis-server starts (is it installed?)"));
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..200 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// The plain-TCP URL.
+    pub(crate) fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The TLS URL (`rediss://`), for a Redis started with [`Redis::start_tls`].
+    pub(crate) fn tls_url(&self) -> String {
+        let (port, ..) = self.tls.as_ref().expect("started with TLS");
+        let pw = self.password.as_deref().unwrap_or_default();
+        format!("rediss://:{pw}@127.0.0.1:{port}")
+    }
+
+    /// A command connection for the test itself.
+    pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test connection to redis")
+    }
+
+    /// Shuts Redis down cleanly (the AOF is complete) and waits for the exit.
+    pub(crate) async fn shutdown(&mut self) {
+        let mut conn = self.conn().await;
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+        if let Some(mut child) = self.child.take() {
+            tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .expect("redis-server exits after SHUTDOWN")
+                .expect("wait");
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub(crate) async fn restart(&mut self) {
+        assert!(self.child.is_none(), "shut it down first");
+        self.spawn().await;
+    }
+
+    /// Deletes the data directory's contents (while Redis is down): the
+    /// next start begins empty, as a wiped or replaced store would.
+    pub(crate) fn wipe(&self) {
+        assert!(self.child.is_none(), "shut it down first");
+        for entry in std::fs::read_dir(self.dir.path()).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).expect("remove");
+            } else {
+                std::fs::remove_file(path).expect("remove");
+            }
+        }
+    }
+}
+
+/// The `server` binary, started as a real process.
+pub(crate) struct ServerProc {
+    pub(crate) addr: SocketAddr,
+    child: Child,
+}
+
+impl ServerProc {
+    /// Starts an instance on a free port with `args` after the common ones.
+    pub(crate) async fn start(instance: &str, redis_url: &str, args: &[&str]) -> ServerProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--log", "info"])
+            .args(["--instance-id", instance, "--redis-url", redis_url])
+            .args(["--session-secret", "integration-test-secret-0123456789"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("read server log") {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    if line.contains("listening") {
+                        let addr = rest.split_whitespace().next().expect("an address");
+                        return addr.parse::<SocketAddr>().expect("a socket address");
+                    }
+                }
+            }
+            panic!("server {instance} exited before listening");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("server {instance} did not start listening"));
+        // Keep draining the log so the server never blocks on a full pipe;
+        // it shows in the output of a failing test.
+        let tag = instance.to_owned();
+        tokio::spawn(async move {
+            let mut rest = lines.into_inner();
+            let mut buf = Vec::new();
+            while let Ok(n) =
+                tokio::io::AsyncBufReadExt::read_until(&mut rest, b'\n', &mut buf).await
+            {
+                if n == 0 {
+                    break;
+                }
+                eprint!("[{tag}] {}", String::from_utf8_lossy(&buf));
+                buf.clear();
+            }
+        });
+        ServerProc { addr, child }
+    }
+
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// `kill -9`: no goodbye to anyone.
+    pub(crate) async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+}
