@@ -16,10 +16,12 @@ SERVER := $(CARGO_TARGET_DIR)/release/server
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
-	@echo "make test     everything CI checks: format, clippy, wasm builds, unit + integration tests, compose file"
+	@echo "make test     everything CI checks: format, clippy, wasm builds, unit + integration tests, compose file, browser tests"
+	@echo "make e2e      browser tests: headless Chromium against redis + two instances + nginx"
 	@echo "make dev      cargo leptos watch: the full stack with live reload"
 	@echo "make build    build every app (server, web → WASM, docs) in release mode"
 	@echo "make cluster  redis-server + two instances (:3001, :3002) behind nginx on :3000"
+	@echo "make bench    load generator against redis + two release instances"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
 
@@ -44,8 +46,14 @@ cluster: build-release
 	$(ENSURE) redis-server nginx envsubst
 	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/cluster.sh
 
+## bench: redis + two release instances under the load generator; prints figures.
+bench: build-release
+	$(ENSURE) redis-server
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench.sh
+
 ## test: what CI runs.
-test: fmt-check lint wasm-check unit compose-check
+test: fmt-check lint wasm-check unit e2e compose-check
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -62,6 +70,15 @@ wasm-check:
 unit:
 	$(ENSURE) nextest redis-server
 	cargo nextest run --workspace --no-fail-fast
+
+## e2e: browser tests (e2e/). A dev build of the site; the tests start
+## redis-server, two instances and nginx on free ports, and drive Debian's
+## Chromium with npm playwright-core. Screenshots land in target/e2e/.
+e2e:
+	$(ENSURE) wasm-target cargo-leptos wasm-bindgen chromium redis-server nginx envsubst npm-deps
+	cargo leptos build
+	SERVER_BIN=$(CARGO_TARGET_DIR)/debug/server SITE_ROOT=$(SITE_ROOT) \
+	  node --test --test-concurrency=1 e2e/*.test.mjs
 
 compose-check:
 	$(ENSURE) docker-compose

@@ -5,6 +5,9 @@
 #   cargo-leptos  cargo-leptos, pinned (0.3.11 needs rustc 1.96)
 #   wasm-bindgen  wasm-bindgen-cli, exactly the version in Cargo.lock
 #   wasm-opt      binaryen from npm (Debian's 108 breaks hydration)
+#   npm-deps      node_modules as package-lock.json pins it (binaryen, and
+#                 playwright-core for the browser tests: it drives Debian's
+#                 Chromium and downloads no browser)
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst
 #                 Debian packages (apt-get update runs once, first)
@@ -55,6 +58,14 @@ for tool in "$@"; do
     wasm-opt)
       if [ ! -x node_modules/.bin/wasm-opt ]; then
         say "installing binaryen from npm"
+        npm ci --no-audit --no-fund --loglevel=error
+      fi ;;
+    npm-deps)
+      command -v npm >/dev/null || apt_install nodejs npm
+      want=$(node -p 'require("./package.json").devDependencies["playwright-core"]')
+      have=$(node -p 'try { require("./node_modules/playwright-core/package.json").version } catch { "" }')
+      if [ "$want" != "$have" ] || [ ! -x node_modules/.bin/wasm-opt ]; then
+        say "installing node modules (npm ci)"
         npm ci --no-audit --no-fund --loglevel=error
       fi ;;
     nextest)

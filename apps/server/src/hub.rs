@@ -51,9 +51,11 @@ pub struct Kick {
 
 impl Kick {
     /// Asks the connection to close with `code` (the first reason wins).
-    pub fn kick(&self, code: CloseCode) {
-        let _ = self.code.set(code);
+    /// Returns whether this was the first kick.
+    pub fn kick(&self, code: CloseCode) -> bool {
+        let first = self.code.set(code).is_ok();
         self.token.cancel();
+        first
     }
 
     /// Resolves once the connection was kicked.
@@ -130,8 +132,11 @@ impl LocalRoom {
             match member.outbox.try_send(item.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
-                    member.kick.kick(CloseCode::TryAgainLater);
+                    // A kicked member stays until its connection leaves;
+                    // count it once.
+                    if member.kick.kick(CloseCode::TryAgainLater) {
+                        metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
+                    }
                 }
                 // The connection is ending; its leave is on the way.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}

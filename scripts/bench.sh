@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make bench`: starts a redis-server and two release instances on free
+# ports, runs the load generator against them and prints the figures; one
+# JSON line per run is appended to bench/out/results.jsonl. The instances
+# run with the per-connection rate limit raised (the protocol default is
+# 20/s), because synthetic senders may go faster than a person.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+server=${SERVER_BIN:?SERVER_BIN: path of the release server binary}
+loadgen=${LOADGEN_BIN:?LOADGEN_BIN: path of the release loadgen binary}
+out=$PWD/bench/out
+work=$(mktemp -d)
+mkdir -p "$out"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
+  --appendonly no --logfile "$work/redis.log" &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+urls=()
+server_pids=()
+for name in bench-a bench-b; do
+  port=$(free_port)
+  "$server" --bind 127.0.0.1 --port "$port" --instance-id "$name" \
+    --redis-url "redis://127.0.0.1:$redis_port" --session-secret bench-secret-0123456789 \
+    --rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000 \
+    --log warn &
+  pid=$!
+  pids+=($pid); server_pids+=($pid)
+  urls+=("ws://127.0.0.1:$port/ws")
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+joined_urls=$(IFS=,; echo "${urls[*]}")
+joined_pids=$(IFS=,; echo "${server_pids[*]}")
+echo "bench: redis :$redis_port, instances ${urls[*]} (rate limit raised to 100000/s for synthetic load)"
+
+run() { "$loadgen" --urls "$joined_urls" --json "$@" | tee "$work/run.txt"; tail -n 1 "$work/run.txt" >> "$out/results.jsonl"; }
+
+run --label "fan-out small: 10 rooms x 20 members, 2 senders/room at 20/s" \
+  fanout --rooms 10 --members 20 --senders 2 --rate 20 --duration 10 --warmup 2
+run --label "fan-out large: 1 room x 1000 members, 1 sender at 50/s" \
+  fanout --rooms 1 --members 1000 --senders 1 --rate 50 --duration 10 --warmup 2
+run --label "idle: 2000 connections over 2 instances" \
+  idle --connections 2000 --rooms 100 --pids "$joined_pids"
+echo "bench: results appended to bench/out/results.jsonl"

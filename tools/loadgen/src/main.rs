@@ -1,0 +1,386 @@
+//! `loadgen`: drives real WebSocket clients against chat instances and
+//! prints what they measured. Modes:
+//! - `fanout`: R rooms × M members spread over the instance URLs; S members
+//!   of each room send at a fixed rate for D seconds after a warm-up. Each
+//!   body carries the sender, a per-sender sequence number and the send
+//!   instant, so every receiver measures end-to-end latency and counts lost,
+//!   duplicated and out-of-order deliveries.
+//! - `idle`: holds C connections joined to rooms and reports the servers'
+//!   resident memory per connection (read from `/proc/<pid>/status`).
+//!
+//! Prints a table for people and, with `--json`, one JSON line for machines.
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use protocol::{ClientFrame, ServerFrame};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Load generator for the chat")]
+struct Cli {
+    /// WebSocket URLs of the instances (ws://host:port/ws); clients are
+    /// spread over them round-robin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    urls: Vec<String>,
+    /// Print one JSON line with the figures after the table.
+    #[arg(long)]
+    json: bool,
+    /// Label of this run in the output.
+    #[arg(long, default_value = "run")]
+    label: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Fixed-rate fan-out: latency, loss, duplicates, order.
+    Fanout {
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 20)]
+        members: usize,
+        /// Senders per room (the first S members of each room).
+        #[arg(long, default_value_t = 2)]
+        senders: usize,
+        /// Messages per second per sender.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds of traffic before measuring.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+    },
+    /// Hold connections and report server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// PIDs of the server processes whose RSS is read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        pids: Vec<u32>,
+        /// Seconds to hold the connections before reading memory.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+    },
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> anyhow::Result<()> {
+    ws.send(Message::Text(frame.to_json().into())).await?;
+    Ok(())
+}
+
+async fn recv(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(ServerFrame::from_json(&t)?),
+            Some(Ok(Message::Close(c))) => bail!("closed by the server: {c:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("connection ended"),
+        }
+    }
+}
+
+/// Connects, says hello and joins `room`; returns the socket.
+async fn client(url: &str, name: &str, room: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    send(
+        &mut ws,
+        &ClientFrame::Hello {
+            name: name.to_owned(),
+            token: None,
+        },
+    )
+    .await?;
+    match recv(&mut ws).await? {
+        ServerFrame::Welcome { .. } => {}
+        other => bail!("expected welcome, got {other:?}"),
+    }
+    send(
+        &mut ws,
+        &ClientFrame::Join {
+            room: room.to_owned(),
+            since: None,
+        },
+    )
+    .await?;
+    loop {
+        match recv(&mut ws).await? {
+            ServerFrame::Joined { .. } => return Ok(ws),
+            ServerFrame::Presence { .. } => {}
+            other => bail!("expected joined, got {other:?}"),
+        }
+    }
+}
+
+/// What one receiver counted.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    /// (sender, seq) → highest sequence seen per sender.
+    last: HashMap<u32, u64>,
+    /// Distinct sequence numbers received per sender (for loss).
+    unique: HashMap<u32, u64>,
+    latencies_us: Vec<u64>,
+}
+
+/// Parses a load body: `ld <sender> <seq> <sent_us>`.
+fn parse_body(body: &str) -> Option<(u32, u64, u64)> {
+    let mut it = body.strip_prefix("ld ")?.split(' ');
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fanout(
+    urls: &[String],
+    rooms: usize,
+    members: usize,
+    senders: usize,
+    rate: f64,
+    duration: u64,
+    warmup: u64,
+) -> anyhow::Result<serde_json::Value> {
+    if senders > members || rate <= 0.0 {
+        bail!("need senders <= members and a positive rate");
+    }
+    let total = rooms * members;
+    eprintln!("connecting {total} clients to {} instance(s)…", urls.len());
+    let mut sockets = Vec::with_capacity(total);
+    for i in 0..total {
+        let room = format!("load-{}", i / members);
+        let url = &urls[i % urls.len()];
+        sockets.push((i, room.clone(), client(url, &format!("c{i}"), &room).await?));
+        if (i + 1) % 500 == 0 {
+            eprintln!("  {} connected", i + 1);
+        }
+    }
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let tallies: Arc<Mutex<Vec<Tally>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop_at = Instant::now() + Duration::from_secs(warmup + duration);
+    let mut tasks = Vec::new();
+    for (i, room, ws) in sockets {
+        let (mut tx, mut rx) = ws.split();
+        let is_sender = i % members < senders;
+        let tallies = tallies.clone();
+        let measuring = measuring.clone();
+        // Reader: counts every load message until the drain after the end.
+        let reader = tokio::spawn(async move {
+            let mut t = Tally::default();
+            let drain_until = stop_at + Duration::from_secs(3);
+            while let Ok(Some(msg)) = tokio::time::timeout_at(drain_until.into(), rx.next()).await {
+                let Ok(Message::Text(text)) = msg else {
+                    continue;
+                };
+                let Ok(ServerFrame::Message(m)) = ServerFrame::from_json(&text) else {
+                    continue;
+                };
+                let Some((sender, seq, sent_us)) = parse_body(&m.body) else {
+                    continue;
+                };
+                let last = t.last.entry(sender).or_insert(0);
+                if seq <= *last {
+                    if seq == *last {
+                        t.duplicates += 1;
+                    } else {
+                        t.out_of_order += 1;
+                    }
+                    continue;
+                }
+                *last = seq;
+                *t.unique.entry(sender).or_insert(0) += 1;
+                t.delivered += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    t.latencies_us.push(now_us().saturating_sub(sent_us));
+                }
+            }
+            tallies.lock().expect("tallies").push(t);
+        });
+        if is_sender {
+            let sent = sent.clone();
+            let room = room.clone();
+            let me = i as u32;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                let mut seq = 0u64;
+                while Instant::now() < stop_at {
+                    tick.tick().await;
+                    seq += 1;
+                    let frame = ClientFrame::Send {
+                        room: room.clone(),
+                        id: format!("{me}-{seq}"),
+                        body: format!("ld {me} {seq} {}", now_us()),
+                    };
+                    if tx
+                        .send(Message::Text(frame.to_json().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                (me, seq)
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
+            let _ = reader.await;
+            (u32::MAX, 0)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut sent_per_sender: HashMap<u32, u64> = HashMap::new();
+    for t in tasks {
+        let (me, seq) = t.await?;
+        if me != u32::MAX {
+            sent_per_sender.insert(me, seq);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let tallies = std::mem::take(&mut *tallies.lock().expect("tallies"));
+    let expected: u64 = sent_per_sender.values().sum::<u64>() * members as u64;
+    let delivered: u64 = tallies.iter().map(|t| t.delivered).sum();
+    let duplicates: u64 = tallies.iter().map(|t| t.duplicates).sum();
+    let out_of_order: u64 = tallies.iter().map(|t| t.out_of_order).sum();
+    let mut lat: Vec<u64> = tallies.into_iter().flat_map(|t| t.latencies_us).collect();
+    lat.sort_unstable();
+    let measured_rate = lat.len() as f64 / (duration as f64);
+    Ok(serde_json::json!({
+        "mode": "fanout",
+        "rooms": rooms, "members": members, "senders": senders, "rate": rate,
+        "duration_s": duration, "instances": urls.len(),
+        "sent": sent.load(Ordering::Relaxed),
+        "expected_deliveries": expected,
+        "delivered": delivered,
+        "lost": expected.saturating_sub(delivered),
+        "duplicates": duplicates,
+        "out_of_order": out_of_order,
+        "deliveries_per_s": measured_rate,
+        "latency_ms": {
+            "p50": percentile(&lat, 0.50), "p90": percentile(&lat, 0.90),
+            "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
+        },
+        "elapsed_s": elapsed,
+    }))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line")
+}
+
+async fn idle(
+    urls: &[String],
+    connections: usize,
+    rooms: usize,
+    pids: &[u32],
+    settle: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let rss = |pids: &[u32]| -> anyhow::Result<u64> { pids.iter().map(|p| rss_kib(*p)).sum() };
+    let before = rss(pids)?;
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let url = &urls[i % urls.len()];
+        let room = format!("idle-{}", i % rooms.max(1));
+        let ws = client(url, &format!("i{i}"), &room).await?;
+        // Keep reading (answering pings) without holding the sockets' buffers.
+        held.push(tokio::spawn(async move {
+            let (_tx, mut rx) = ws.split();
+            while let Some(Ok(_)) = rx.next().await {}
+        }));
+        if (i + 1) % 1000 == 0 {
+            eprintln!("  {} connected", i + 1);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let after = rss(pids)?;
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / connections as f64;
+    for h in held {
+        h.abort();
+    }
+    Ok(serde_json::json!({
+        "mode": "idle", "connections": connections, "rooms": rooms,
+        "rss_before_kib": before, "rss_after_kib": after,
+        "bytes_per_connection": per_conn,
+    }))
+}
+
+fn print_table(label: &str, v: &serde_json::Value) {
+    println!("── {label} ──");
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            println!("{k:>22}  {val}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Fanout {
+            rooms,
+            members,
+            senders,
+            rate,
+            duration,
+            warmup,
+        } => fanout(&cli.urls, rooms, members, senders, rate, duration, warmup).await?,
+        Mode::Idle {
+            connections,
+            rooms,
+            pids,
+            settle,
+        } => idle(&cli.urls, connections, rooms, &pids, settle).await?,
+    };
+    print_table(&cli.label, &result);
+    if cli.json {
+        let mut line = result;
+        line["label"] = serde_json::Value::String(cli.label);
+        println!("{line}");
+    }
+    Ok(())
+}
