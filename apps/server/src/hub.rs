@@ -201,7 +201,8 @@ impl Hub {
                 self.engine.presence_join(room, &user).await?;
             }
             let recovery = engine::recover(&*self.engine, room, since, self.limits).await?;
-            let members = self.engine.members(room).await?;
+            let mut members = self.engine.members(room).await?;
+            members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
             Ok::<_, EngineError>((recovery, members))
         }
         .await;
@@ -303,8 +304,11 @@ impl Hub {
         self.engine.before(room, before, limit).await
     }
 
+    /// Active rooms, the busiest first.
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
-        self.engine.rooms().await
+        let mut rooms = self.engine.rooms().await?;
+        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        Ok(rooms)
     }
 
     pub async fn ready(&self) -> Result<(), EngineError> {

@@ -239,9 +239,7 @@ impl Engine for MemoryEngine {
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
         let r = self.room(room);
         let st = r.state.lock().expect("room lock");
-        let mut users: Vec<User> = st.members.values().cloned().collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        Ok(users)
+        Ok(st.members.values().cloned().collect())
     }
 
     async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
@@ -257,7 +255,7 @@ impl Engine for MemoryEngine {
             let rooms = self.rooms.lock().expect("rooms lock");
             rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let mut out: Vec<RoomInfo> = rooms
+        Ok(rooms
             .into_iter()
             .filter_map(|(name, r)| {
                 let members = r.state.lock().expect("room lock").members.len() as u64;
@@ -266,9 +264,7 @@ impl Engine for MemoryEngine {
                     members,
                 })
             })
-            .collect();
-        out.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        Ok(out)
+            .collect())
     }
 
     async fn ready(&self) -> Result<(), EngineError> {

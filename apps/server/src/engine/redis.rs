@@ -571,16 +571,14 @@ impl Engine for RedisEngine {
                 Ok((ids, names))
             })
             .await?;
-        let mut users: Vec<User> = ids
+        Ok(ids
             .into_iter()
             .zip(names)
             .map(|(id, name)| User {
                 id,
                 name: name.unwrap_or_default(),
             })
-            .collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        Ok(users)
+            .collect())
     }
 
     async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
@@ -615,13 +613,11 @@ impl Engine for RedisEngine {
                 Ok(counted)
             })
             .await?;
-        let mut rooms: Vec<RoomInfo> = counted
+        Ok(counted
             .into_iter()
             .filter(|(_, members)| *members > 0)
             .map(|(room, members)| RoomInfo { room, members })
-            .collect();
-        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        Ok(rooms)
+            .collect())
     }
 
     async fn ready(&self) -> Result<(), EngineError> {
