@@ -49,10 +49,12 @@ echo "bench: redis :$redis_port, instances ${urls[*]} (rate limit raised to 1000
 
 run() { "$loadgen" --urls "$joined_urls" --json "$@" | tee "$work/run.txt"; tail -n 1 "$work/run.txt" >> "$out/results.jsonl"; }
 
+# Idle first: it reads the instances' RSS growth, which must start from
+# fresh processes (after the fan-out runs the allocator reuses freed memory).
+run --label "idle: 2000 connections over 2 instances" \
+  idle --connections 2000 --rooms 100 --pids "$joined_pids"
 run --label "fan-out small: 10 rooms x 20 members, 2 senders/room at 20/s" \
   fanout --rooms 10 --members 20 --senders 2 --rate 20 --duration 10 --warmup 2
 run --label "fan-out large: 1 room x 1000 members, 1 sender at 50/s" \
   fanout --rooms 1 --members 1000 --senders 1 --rate 50 --duration 10 --warmup 2
-run --label "idle: 2000 connections over 2 instances" \
-  idle --connections 2000 --rooms 100 --pids "$joined_pids"
 echo "bench: results appended to bench/out/results.jsonl"

@@ -28,6 +28,16 @@ use tokio_util::task::TaskTracker;
 /// codec; beyond it the transport itself gives up on the socket.
 const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 
+/// Read buffer of each socket. tungstenite allocates it eagerly (128 KiB by
+/// default, which made an idle connection cost ~145 KB); chat frames are
+/// small, and the buffer still grows for a large one.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Bytes a socket buffers before writing to the network, between flushes.
+/// The connection flushes after each batch anyway; this only bounds the
+/// buffer a burst can grow (and keep) per connection.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// State of the router.
 #[derive(Clone)]
 pub struct AppState {
@@ -124,6 +134,8 @@ async fn ws_upgrade(
     let ctx = state.conn.clone();
     ws.max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             connection::serve(socket, ctx, id).await;
             drop(slot);
