@@ -1,53 +1,95 @@
-//! The documentation site. Pages are Leptos components rendered to static
-//! HTML on the server (no hydration: docs need no client code) and served
-//! by `apps/server` under `/docs`. Examples of frames are produced from the
-//! real `protocol` types, so the docs cannot drift from the code.
+//! The documentation site, for people who run or extend the chat. Pages are
+//! Leptos components rendered to static HTML on the server (no hydration:
+//! docs need no client code) and served by `apps/server` under `/docs`.
+//!
+//! Nothing here is typed twice: frame examples are serialised from the real
+//! `protocol` types, error and close codes and limits come from `protocol`,
+//! benchmark figures from a results file, and the configuration flags and
+//! metric names from the server, which passes them in through
+//! [`DocsContext`] (this crate must not depend on the server: the server
+//! depends on it).
+//!
+//! Modules, in reading order: [`pages`] (the page list and the shared
+//! layout pieces), then one module per page.
 
-use leptos::prelude::*;
-use protocol::{ChatMessage, ClientFrame, ServerFrame, User};
-use ui::{Card, TopBar};
+// Without `ssr` nothing renders the page components.
+#![cfg_attr(not(feature = "ssr"), allow(dead_code))]
 
-/// One page of the docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    /// Path under `/docs` (`""` is the index).
-    pub slug: &'static str,
-    pub title: &'static str,
+// Leptos's `#[component]` gives a component's generated props `pub`
+// visibility whatever the function's, which `unreachable_pub` flags in
+// these private modules.
+#[allow(unreachable_pub)]
+mod bench;
+#[allow(unreachable_pub)]
+mod config;
+#[allow(unreachable_pub)]
+mod internals;
+#[allow(unreachable_pub)]
+mod operations;
+#[allow(unreachable_pub)]
+mod overview;
+#[allow(unreachable_pub)]
+mod pages;
+#[allow(unreachable_pub)]
+mod protocol_ref;
+#[allow(unreachable_pub)]
+mod quick_start;
+
+pub use bench::{bench_runs, BenchRun, RESULTS_JSONL};
+pub use pages::{href, Page, PageId, PAGES};
+pub use protocol_ref::frame_examples;
+
+/// One command-line flag of the server, as its `--help` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigOption {
+    /// The long flag with its dashes, e.g. `--port`.
+    pub flag: String,
+    /// The environment variable read when the flag is absent.
+    pub env: Option<String>,
+    /// The default value, if the flag has one.
+    pub default: Option<String>,
+    /// The help text (the flag's doc comment).
+    pub help: String,
 }
 
-/// Every page, in navigation order.
-pub const PAGES: &[Page] = &[
-    Page {
-        slug: "",
-        title: "Overview",
-    },
-    Page {
-        slug: "protocol",
-        title: "Protocol",
-    },
-];
+/// One Prometheus metric the server exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    /// What it measures, its kind and its labels.
+    pub help: &'static str,
+}
 
-/// Renders the page at `path` (relative to `/docs`, without slashes at
-/// either end) as a complete HTML document, or `None` if there is none.
+/// What the server knows and the docs show: built once by the server from
+/// its own definitions (`config::Args`, `metrics::ALL`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocsContext {
+    pub config: Vec<ConfigOption>,
+    pub metrics: Vec<Metric>,
+}
+
+/// Renders the page at `path` (relative to `/docs`, slashes at either end
+/// ignored) as a complete HTML document, or `None` if there is none.
 #[cfg(feature = "ssr")]
-pub fn render(path: &str) -> Option<String> {
-    let page = *PAGES.iter().find(|p| p.slug == path.trim_matches('/'))?;
-    let body = match page.slug {
-        "" => view! { <Overview/> }.into_any(),
-        "protocol" => view! { <Protocol/> }.into_any(),
-        _ => return None,
+pub fn render(path: &str, ctx: &DocsContext) -> Option<String> {
+    use leptos::prelude::*;
+    use {
+        bench::Benchmarks, config::Configuration, internals::Internals, operations::Operations,
+        overview::Overview, pages::Layout, protocol_ref::ProtocolReference,
+        quick_start::QuickStart,
     };
-    let html = view! {
-        <TopBar title="Chat docs" href="/docs">
-            {PAGES
-                .iter()
-                .map(|p| view! { <a href=href(p)>{p.title}</a> })
-                .collect_view()}
-            <a href="/">"Open the chat"</a>
-        </TopBar>
-        <main class="docs-main">{body}</main>
-    }
-    .to_html();
+
+    let page = *PAGES.iter().find(|p| p.slug == path.trim_matches('/'))?;
+    let body = match page.id {
+        PageId::Overview => view! { <Overview/> }.into_any(),
+        PageId::QuickStart => view! { <QuickStart/> }.into_any(),
+        PageId::Protocol => view! { <ProtocolReference/> }.into_any(),
+        PageId::Configuration => view! { <Configuration options=ctx.config.clone()/> }.into_any(),
+        PageId::Operations => view! { <Operations metrics=ctx.metrics.clone()/> }.into_any(),
+        PageId::Internals => view! { <Internals/> }.into_any(),
+        PageId::Benchmarks => view! { <Benchmarks/> }.into_any(),
+    };
+    let html = view! { <Layout current=page>{body}</Layout> }.to_html();
     Some(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -57,122 +99,184 @@ pub fn render(path: &str) -> Option<String> {
     ))
 }
 
-/// The URL of a page.
-pub fn href(page: &Page) -> String {
-    if page.slug.is_empty() {
-        "/docs".to_owned()
-    } else {
-        format!("/docs/{}", page.slug)
-    }
-}
-
-#[component]
-fn Overview() -> impl IntoView {
-    view! {
-        <h1>"Chat that scales out"</h1>
-        <p>
-            "Browsers hold a WebSocket to any of N identical server instances behind a load balancer. "
-            "Redis (or Valkey) carries each room's messages between instances over pub/sub and keeps "
-            "each room's recent history in a capped stream, so a client that reconnects to any "
-            "instance recovers exactly what it missed by epoch and offset."
-        </p>
-        <Card title="Run it">
-            <pre><code>"make run    # one instance, in-process engine, http://127.0.0.1:3000\nmake test   # every check CI runs"</code></pre>
-        </Card>
-    }
-}
-
-/// One example per frame type, produced from the real types.
-pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
-    let alice = User {
-        id: "u_alice".to_owned(),
-        name: "alice".to_owned(),
-    };
-    let message = ChatMessage {
-        room: "general".to_owned(),
-        offset: 58,
-        id: "m_0192".to_owned(),
-        client_id: "c-17".to_owned(),
-        from: alice.clone(),
-        body: "hi".to_owned(),
-        ts: 1_763_800_000_000,
-    };
-    let client = vec![
-        ClientFrame::Hello {
-            name: "alice".to_owned(),
-            token: None,
-        },
-        ClientFrame::Join {
-            room: "general".to_owned(),
-            since: None,
-        },
-        ClientFrame::Send {
-            room: "general".to_owned(),
-            id: "c-17".to_owned(),
-            body: "hi".to_owned(),
-        },
-        ClientFrame::Ping,
-    ];
-    let server = vec![
-        ServerFrame::Ack {
-            id: "c-17".to_owned(),
-            room: "general".to_owned(),
-            offset: 58,
-        },
-        ServerFrame::Message(message),
-        ServerFrame::Pong,
-    ];
-    (client, server)
-}
-
-#[component]
-fn Protocol() -> impl IntoView {
-    let (client, server) = frame_examples();
-    let row = |kind: &'static str, json: String| {
-        view! {
-            <tr>
-                <td><code>{kind}</code></td>
-                <td><pre><code>{json}</code></pre></td>
-            </tr>
-        }
-    };
-    view! {
-        <h1>"Protocol v1"</h1>
-        <p>"Every frame is one JSON text message with a \"type\" tag. Examples below are serialised from the protocol crate's types."</p>
-        <h2>"Client → server"</h2>
-        <table class="docs-frames">
-            {client.iter().map(|f| row(f.kind(), f.to_json())).collect_view()}
-        </table>
-        <h2>"Server → client"</h2>
-        <table class="docs-frames">
-            {server.iter().map(|f| row(f.kind(), f.to_json())).collect_view()}
-        </table>
-    }
-}
-
 #[cfg(all(test, feature = "ssr"))]
 mod tests {
     use super::*;
+    use protocol::frames::{CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES};
+    use protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame};
 
-    #[test]
-    fn every_page_renders_and_unknown_paths_do_not() {
-        for page in PAGES {
-            let html = render(page.slug).expect("page renders");
-            assert!(html.contains(page.title), "{}", page.title);
+    fn ctx() -> DocsContext {
+        DocsContext {
+            config: vec![ConfigOption {
+                flag: "--port".to_owned(),
+                env: Some("PORT".to_owned()),
+                default: Some("3000".to_owned()),
+                help: "Port to listen on (`0` picks a free one).".to_owned(),
+            }],
+            metrics: vec![Metric {
+                name: "chat_connections",
+                help: "Open WebSocket connections (gauge).",
+            }],
         }
-        assert!(render("no-such-page").is_none());
+    }
+
+    fn page(slug: &str) -> String {
+        render(slug, &ctx()).unwrap_or_else(|| panic!("page {slug:?} renders"))
+    }
+
+    /// Undoes the escaping of HTML text and attribute values.
+    fn unescape(s: &str) -> String {
+        s.replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
+    /// The text of the element with `id="{id}"` (up to its closing tag).
+    fn element_text(html: &str, id: &str) -> Option<String> {
+        let start = html.find(&format!("id=\"{id}\""))?;
+        let open_end = start + html[start..].find('>')? + 1;
+        let close = open_end + html[open_end..].find("</")?;
+        Some(unescape(&html[open_end..close]))
     }
 
     #[test]
-    fn protocol_page_examples_parse_back() {
-        let html = render("protocol").unwrap();
+    fn every_page_renders_with_its_title_and_unknown_paths_do_not() {
+        for p in PAGES {
+            let html = page(p.slug);
+            assert!(
+                html.contains(&format!("<h1>{}</h1>", p.title)),
+                "{}",
+                p.title
+            );
+            assert!(html.contains(&format!("<title>{} · Chat docs</title>", p.title)));
+            for other in PAGES {
+                assert!(html.contains(&format!("href=\"{}\"", href(other))));
+            }
+            assert!(
+                html.contains("href=\"/\""),
+                "{}: no link to the chat",
+                p.title
+            );
+        }
+        assert_eq!(render("/protocol/", &ctx()), render("protocol", &ctx()));
+        assert!(render("no-such-page", &ctx()).is_none());
+        assert!(render("protocol/extra", &ctx()).is_none());
+    }
+
+    #[test]
+    fn every_internal_link_resolves() {
+        for p in PAGES {
+            let html = page(p.slug);
+            let mut links = 0;
+            for chunk in html.split("href=\"").skip(1) {
+                let target = &chunk[..chunk.find('"').expect("closed attribute")];
+                let target = target.split('#').next().unwrap_or_default();
+                if !target.starts_with('/') {
+                    continue;
+                }
+                links += 1;
+                if target == "/" || target == "/pkg/chat.css" {
+                    continue;
+                }
+                let rest = target
+                    .strip_prefix("/docs")
+                    .unwrap_or_else(|| panic!("{}: link {target} leaves the docs", p.title));
+                assert!(
+                    render(rest, &ctx()).is_some(),
+                    "{}: broken link {target}",
+                    p.title
+                );
+            }
+            assert!(links > PAGES.len(), "{}: navigation missing", p.title);
+        }
+    }
+
+    #[test]
+    fn every_frame_type_has_an_example_that_parses_back() {
+        let html = page("protocol");
         let (client, server) = frame_examples();
-        for f in &client {
-            assert_eq!(&ClientFrame::from_json(&f.to_json()).unwrap(), f);
-            assert!(html.contains(f.kind()));
+        assert_eq!(client.len(), CLIENT_FRAME_TYPES.len());
+        assert_eq!(server.len(), SERVER_FRAME_TYPES.len());
+        for kind in CLIENT_FRAME_TYPES {
+            let json = element_text(&html, &format!("client-{kind}"))
+                .unwrap_or_else(|| panic!("no example of client frame {kind}"));
+            let frame = ClientFrame::from_json(&json).expect("example parses");
+            assert_eq!(frame.kind(), kind);
+            assert!(client.contains(&frame));
         }
-        for f in &server {
-            assert_eq!(&ServerFrame::from_json(&f.to_json()).unwrap(), f);
+        for kind in SERVER_FRAME_TYPES {
+            let json = element_text(&html, &format!("server-{kind}"))
+                .unwrap_or_else(|| panic!("no example of server frame {kind}"));
+            let frame = ServerFrame::from_json(&json).expect("example parses");
+            assert_eq!(frame.kind(), kind);
+            assert!(server.contains(&frame));
         }
+    }
+
+    #[test]
+    fn protocol_page_lists_every_code_and_limit() {
+        let html = page("protocol");
+        for code in ErrorCode::ALL {
+            assert!(html.contains(&format!("<code>{}</code>", code.as_str())));
+        }
+        assert!(html.contains("extension of v1"));
+        for code in CloseCode::ALL {
+            assert!(html.contains(&format!("<td>{}</td>", code.code())));
+        }
+        assert!(html.contains("MAX_CLIENT_FRAME_BYTES"));
+        assert!(html.contains(&protocol::limits::MAX_CLIENT_FRAME_BYTES.to_string()));
+    }
+
+    #[test]
+    fn every_limits_constant_is_on_the_protocol_page() {
+        let html = page("protocol");
+        let source = include_str!("../../../packages/protocol/src/limits.rs");
+        let names: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert!(
+                html.contains(&format!("<code>{name}</code>")),
+                "{name} missing"
+            );
+        }
+    }
+
+    #[test]
+    fn context_reaches_configuration_and_operations() {
+        let config = page("configuration");
+        assert!(config.contains("--port") && config.contains("PORT") && config.contains("3000"));
+        assert!(config.contains("<code>0</code>"), "backticks become code");
+        assert!(page("operations").contains("chat_connections"));
+    }
+
+    #[test]
+    fn benchmark_figures_come_from_the_results_file() {
+        let runs = bench_runs();
+        assert_eq!(
+            runs.len(),
+            RESULTS_JSONL
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        );
+        let html = page("benchmarks");
+        for run in &runs {
+            assert!(html.contains(&unescape_free(&run.label)), "{}", run.label);
+        }
+        assert!(html.contains("make bench"));
+        assert!(html.contains("<svg"));
+    }
+
+    /// Labels hold no characters HTML escapes, so they appear verbatim.
+    fn unescape_free(s: &str) -> String {
+        assert!(!s.contains(['<', '>', '&', '"']), "{s}");
+        s.to_owned()
     }
 }

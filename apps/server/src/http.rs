@@ -5,7 +5,7 @@
 //! [`crate::connection`]. **API boundary:** the routes below; everything a
 //! client does after the upgrade is protocol, not HTTP.
 
-use crate::config::{Config, OriginPolicy};
+use crate::config::{Args, Config, OriginPolicy};
 use crate::connection::{self, ConnContext};
 use crate::metrics as m;
 use axum::extract::ws::WebSocketUpgrade;
@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio_util::task::TaskTracker;
 
 /// Largest WebSocket message the transport reads at all. Frames between the
@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/docs", get(docs_index))
+        .route("/docs/", get(docs_index))
         .route("/docs/{*path}", get(docs_page))
         .leptos_routes(&state, routes, move || web::shell(leptos.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
@@ -99,10 +100,56 @@ async fn docs_page(Path(path): Path<String>) -> Response {
 }
 
 fn docs_response(path: &str) -> Response {
-    match docs::render(path) {
+    match docs::render(path, docs_context()) {
         Some(html) => Html(html).into_response(),
         None => (StatusCode::NOT_FOUND, "no such docs page").into_response(),
     }
+}
+
+/// What the docs show of this server: its flags (from the clap definition
+/// of [`Args`], so the configuration page cannot drift) and its metrics.
+/// Built once.
+pub fn docs_context() -> &'static docs::DocsContext {
+    static CONTEXT: OnceLock<docs::DocsContext> = OnceLock::new();
+    CONTEXT.get_or_init(|| docs::DocsContext {
+        config: config_options(),
+        metrics: m::ALL
+            .iter()
+            .map(|&(name, help)| docs::Metric { name, help })
+            .collect(),
+    })
+}
+
+/// Every flag of [`Args`] that `--help` shows, with its env var, default
+/// and help text (the long help when the doc comment has several paragraphs).
+pub fn config_options() -> Vec<docs::ConfigOption> {
+    <Args as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| {
+            let flag = format!("--{}", a.get_long()?);
+            let default = a
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .collect::<Vec<_>>();
+            Some(docs::ConfigOption {
+                flag,
+                env: a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                default: (!default.is_empty()).then(|| default.join(",")),
+                help: a
+                    .get_long_help()
+                    .or(a.get_help())
+                    .map(|h| {
+                        h.to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 async fn ws_upgrade(
@@ -291,6 +338,26 @@ mod tests {
         assert!(check_origin(&list, &headers(Some("https://chat.example.com"), "x")).is_ok());
         assert!(check_origin(&list, &headers(Some("http://chat.example.com"), "x")).is_err());
         assert!(check_origin(&OriginPolicy::Any, &headers(Some("http://anything"), "x")).is_ok());
+    }
+
+    #[test]
+    fn docs_get_every_visible_flag_with_its_env_default_and_help() {
+        let options = config_options();
+        let command = <Args as clap::CommandFactory>::command();
+        let visible: Vec<_> = command
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .collect();
+        assert_eq!(options.len(), visible.len());
+        for o in &options {
+            assert!(!o.help.is_empty(), "{} has no help", o.flag);
+            assert!(o.env.is_some(), "{} has no env var", o.flag);
+        }
+        let port = options.iter().find(|o| o.flag == "--port").unwrap();
+        assert_eq!(port.env.as_deref(), Some("PORT"));
+        assert_eq!(port.default.as_deref(), Some("3000"));
+        assert!(options.iter().all(|o| o.flag != "--leptos-env"), "hidden");
+        assert_eq!(docs_context().metrics.len(), m::ALL.len());
     }
 
     #[test]

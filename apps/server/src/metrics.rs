@@ -34,6 +34,38 @@ pub const GAP_FILLS: &str = "chat_gap_fills_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 
+/// Every metric with what it measures, for the docs' operations page.
+/// A new metric constant belongs in this list too.
+pub const ALL: &[(&str, &str)] = &[
+    (CONNECTIONS, "Open WebSocket connections (gauge)."),
+    (LOCAL_ROOMS, "Rooms with at least one local member (gauge)."),
+    (FRAMES_IN, "Frames received from clients, label `type` (counter)."),
+    (
+        FRAMES_OUT,
+        "Frames written to clients, label `type`, for direct replies; room fan-out counts under `chat_messages_delivered_total` (counter).",
+    ),
+    (MESSAGES_PUBLISHED, "Messages stored and published (counter)."),
+    (
+        MESSAGES_DELIVERED,
+        "Message frames handed to local connections by the hub (counter).",
+    ),
+    (
+        PUBLISH_SECONDS,
+        "Time from a `send` being accepted to the engine's publish answer, in seconds (histogram).",
+    ),
+    (
+        SLOW_CONSUMER_CLOSES,
+        "Connections closed with 1013 because their outbox was full (counter).",
+    ),
+    (REJECTED_FRAMES, "Error frames sent, label `code` (counter)."),
+    (ENGINE_ERRORS, "Engine operations that failed, label `engine` (counter)."),
+    (GAP_FILLS, "Gaps in a room's offsets filled from history by the hub (counter)."),
+    (
+        UPGRADES_REFUSED,
+        "WebSocket upgrades refused, label `reason` (`origin`, `per_ip`) (counter).",
+    ),
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global recorder once and returns the handle that renders
@@ -57,4 +89,22 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    /// `ALL` lists every metric name constant of this module.
+    #[test]
+    fn all_lists_every_metric() {
+        let source = include_str!("metrics.rs");
+        let names: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const "))
+            .filter_map(|l| l.split_once(": &str = \"")?.1.strip_suffix("\";"))
+            .collect();
+        assert_eq!(names.len(), super::ALL.len(), "{names:?}");
+        for name in names {
+            assert!(super::ALL.iter().any(|(n, _)| *n == name), "{name}");
+        }
+    }
 }

@@ -22,6 +22,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod churn;
+mod progress;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, Parser)]
@@ -61,6 +64,49 @@ enum Mode {
         /// Seconds of traffic before measuring.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+    },
+    /// Raise the per-sender rate step by step (fresh rooms each step);
+    /// report the highest step with zero loss and p99 under the bound.
+    Saturation {
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Rate of the first step, messages per second per sender.
+        #[arg(long, default_value_t = 1.0)]
+        start_rate: f64,
+        /// Each step multiplies the rate by this.
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        #[arg(long, default_value_t = 8)]
+        max_steps: usize,
+        /// Measured seconds per step.
+        #[arg(long, default_value_t = 5)]
+        step_duration: u64,
+        /// A step passes only with p99 latency under this, in ms.
+        #[arg(long, default_value_t = 100.0)]
+        p99_bound_ms: f64,
+    },
+    /// Every receiver is force-closed and reconnects with `since` about every
+    /// `every` seconds while senders keep sending: delivered %, duplicates,
+    /// and how long the replay (reconnect → `joined`) takes.
+    Churn {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// Senders per room (extra connections, not churned).
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Mean seconds between forced reconnects of one client.
+        #[arg(long, default_value_t = 15.0)]
+        every: f64,
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
     },
     /// Hold connections and report server memory per connection.
     Idle {
@@ -166,16 +212,29 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fanout(
-    urls: &[String],
+/// One fixed-rate fan-out run.
+#[derive(Debug, Clone)]
+struct FanoutSpec {
     rooms: usize,
     members: usize,
     senders: usize,
     rate: f64,
     duration: u64,
     warmup: u64,
-) -> anyhow::Result<serde_json::Value> {
+    /// Room names are `<prefix>-<n>`: a fresh prefix gives rooms without history.
+    prefix: String,
+}
+
+async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json::Value> {
+    let FanoutSpec {
+        rooms,
+        members,
+        senders,
+        rate,
+        duration,
+        warmup,
+        ref prefix,
+    } = *spec;
     if senders > members || rate <= 0.0 {
         bail!("need senders <= members and a positive rate");
     }
@@ -183,7 +242,7 @@ async fn fanout(
     eprintln!("connecting {total} clients to {} instance(s)…", urls.len());
     let mut sockets = Vec::with_capacity(total);
     for i in 0..total {
-        let room = format!("load-{}", i / members);
+        let room = format!("{prefix}-{}", i / members);
         let url = &urls[i % urls.len()];
         sockets.push((i, room.clone(), client(url, &format!("c{i}"), &room).await?));
         if (i + 1) % 500 == 0 {
@@ -194,12 +253,18 @@ async fn fanout(
     let sent = Arc::new(AtomicU64::new(0));
     let tallies: Arc<Mutex<Vec<Tally>>> = Arc::new(Mutex::new(Vec::new()));
     let stop_at = Instant::now() + Duration::from_secs(warmup + duration);
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = progress::start(
+        warmup + duration + 3,
+        vec![("sent", sent.clone()), ("delivered", received.clone())],
+    );
     let mut tasks = Vec::new();
     for (i, room, ws) in sockets {
         let (mut tx, mut rx) = ws.split();
         let is_sender = i % members < senders;
         let tallies = tallies.clone();
         let measuring = measuring.clone();
+        let received = received.clone();
         // Reader: counts every load message until the drain after the end.
         let reader = tokio::spawn(async move {
             let mut t = Tally::default();
@@ -226,6 +291,7 @@ async fn fanout(
                 *last = seq;
                 *t.unique.entry(sender).or_insert(0) += 1;
                 t.delivered += 1;
+                received.fetch_add(1, Ordering::Relaxed);
                 if measuring.load(Ordering::Relaxed) {
                     t.latencies_us.push(now_us().saturating_sub(sent_us));
                 }
@@ -275,6 +341,7 @@ async fn fanout(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    progress.finish();
     let tallies = std::mem::take(&mut *tallies.lock().expect("tallies"));
     let expected: u64 = sent_per_sender.values().sum::<u64>() * members as u64;
     let delivered: u64 = tallies.iter().map(|t| t.delivered).sum();
@@ -299,6 +366,57 @@ async fn fanout(
             "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
         },
         "elapsed_s": elapsed,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn saturation(
+    urls: &[String],
+    rooms: usize,
+    members: usize,
+    senders: usize,
+    start_rate: f64,
+    factor: f64,
+    max_steps: usize,
+    step_duration: u64,
+    p99_bound_ms: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let mut steps = Vec::new();
+    let mut best: Option<serde_json::Value> = None;
+    let mut rate = start_rate;
+    let run_id = now_us() % 1_000_000;
+    for step in 0..max_steps {
+        let spec = FanoutSpec {
+            rooms,
+            members,
+            senders,
+            rate,
+            duration: step_duration,
+            warmup: 1,
+            prefix: format!("sat{run_id}-{step}"),
+        };
+        eprintln!("saturation step {step}: {rate:.1} msg/s per sender");
+        let r = fanout(urls, &spec).await?;
+        let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
+        let clean = r["lost"] == 0 && r["duplicates"] == 0 && r["out_of_order"] == 0;
+        let passed = clean && p99 < p99_bound_ms;
+        steps.push(serde_json::json!({
+            "rate": rate, "passed": passed, "p99_ms": p99,
+            "deliveries_per_s": r["deliveries_per_s"], "lost": r["lost"],
+        }));
+        if !passed {
+            break;
+        }
+        best = Some(r);
+        rate *= factor;
+    }
+    Ok(serde_json::json!({
+        "mode": "saturation", "rooms": rooms, "members": members, "senders": senders,
+        "p99_bound_ms": p99_bound_ms,
+        "best_rate_per_sender": best.as_ref().map(|b| b["rate"].clone()),
+        "best_deliveries_per_s": best.as_ref().map(|b| b["deliveries_per_s"].clone()),
+        "best_latency_ms": best.as_ref().map(|b| b["latency_ms"].clone()),
+        "steps": steps,
     }))
 }
 
@@ -368,7 +486,49 @@ async fn main() -> anyhow::Result<()> {
             rate,
             duration,
             warmup,
-        } => fanout(&cli.urls, rooms, members, senders, rate, duration, warmup).await?,
+        } => {
+            let spec = FanoutSpec {
+                rooms,
+                members,
+                senders,
+                rate,
+                duration,
+                warmup,
+                prefix: format!("load{}", now_us() % 1_000_000),
+            };
+            fanout(&cli.urls, &spec).await?
+        }
+        Mode::Saturation {
+            rooms,
+            members,
+            senders,
+            start_rate,
+            factor,
+            max_steps,
+            step_duration,
+            p99_bound_ms,
+        } => {
+            saturation(
+                &cli.urls,
+                rooms,
+                members,
+                senders,
+                start_rate,
+                factor,
+                max_steps,
+                step_duration,
+                p99_bound_ms,
+            )
+            .await?
+        }
+        Mode::Churn {
+            clients,
+            rooms,
+            senders,
+            rate,
+            every,
+            duration,
+        } => churn::run(&cli.urls, clients, rooms, senders, rate, every, duration).await?,
         Mode::Idle {
             connections,
             rooms,

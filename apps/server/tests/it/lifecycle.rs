@@ -117,10 +117,41 @@ async fn web_app_page_is_rendered_on_the_server() {
 #[tokio::test]
 async fn docs_are_served_and_unknown_pages_are_404() {
     let server = TestServer::start(Config::for_tests()).await;
-    for path in ["/docs", "/docs/protocol"] {
-        let (status, body) = server.get(path).await;
+    for page in docs::PAGES {
+        let path = docs::href(page);
+        let (status, body) = server.get(&path).await;
         assert_eq!(status, 200, "GET {path}");
         assert!(body.contains("Chat docs"), "GET {path}: {body}");
+        assert!(body.contains(page.title), "GET {path}: {body}");
     }
     assert_eq!(server.get("/docs/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn configuration_page_lists_every_flag_and_env_var() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let (status, body) = server.get("/docs/configuration").await;
+    assert_eq!(status, 200);
+    let command = <server::config::Args as clap::CommandFactory>::command();
+    let mut flags = 0;
+    for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+        let Some(long) = arg.get_long() else { continue };
+        flags += 1;
+        assert!(
+            body.contains(&format!("<code>--{long}</code>")),
+            "--{long} missing"
+        );
+        if let Some(env) = arg.get_env() {
+            let env = env.to_string_lossy();
+            assert!(
+                body.contains(&format!("<code>{env}</code>")),
+                "{env} missing"
+            );
+        }
+    }
+    assert!(flags >= 20, "only {flags} flags found");
+    let (_, ops) = server.get("/docs/operations").await;
+    for (name, _) in server::metrics::ALL {
+        assert!(ops.contains(name), "{name} missing from operations");
+    }
 }

@@ -1,0 +1,190 @@
+//! The benchmarks page. Figures come from `apps/docs/bench/results.jsonl`
+//! (JSON lines as `tools/loadgen --json` prints them, appended by
+//! `make bench` to `bench/out/results.jsonl` and copied here), never typed
+//! by hand.
+
+use crate::pages::escape;
+use leptos::prelude::*;
+use serde_json::Value;
+
+/// The committed results, one JSON object per line.
+pub const RESULTS_JSONL: &str = include_str!("../bench/results.jsonl");
+
+/// One run of the load generator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchRun {
+    pub label: String,
+    /// `fanout` or `idle`.
+    pub mode: String,
+    pub fields: Value,
+}
+
+impl BenchRun {
+    fn num(&self, key: &str) -> Option<f64> {
+        self.fields.get(key).and_then(Value::as_f64)
+    }
+
+    fn latency(&self, key: &str) -> Option<f64> {
+        self.fields
+            .get("latency_ms")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_f64)
+    }
+}
+
+/// Every run of [`RESULTS_JSONL`] that parses, in file order.
+pub fn bench_runs() -> Vec<BenchRun> {
+    RESULTS_JSONL
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| BenchRun {
+            label: v["label"].as_str().unwrap_or("unlabelled run").to_owned(),
+            mode: v["mode"].as_str().unwrap_or("unknown").to_owned(),
+            fields: v,
+        })
+        .collect()
+}
+
+/// A number for a table cell: integers without decimals, others with one
+/// or (below 10) three.
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        None => "–".to_owned(),
+        Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) if v.abs() < 10.0 => format!("{v:.3}"),
+        Some(v) => format!("{v:.1}"),
+    }
+}
+
+/// A horizontal bar chart: one bar per `(label, value)`, label above it.
+fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
+    const WIDTH: f64 = 760.0;
+    const BAR_MAX: f64 = 600.0;
+    const ROW: f64 = 46.0;
+    let max = bars.iter().map(|(_, v)| *v).fold(0.0_f64, f64::max);
+    let height = 30.0 + ROW * bars.len() as f64;
+    let mut svg = format!(
+        "<svg class=\"docs-chart\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-label=\"{}\">\
+         <text class=\"docs-chart-title\" x=\"0\" y=\"16\">{}</text>",
+        escape(title),
+        escape(title)
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = 30.0 + ROW * i as f64;
+        let w = if max > 0.0 {
+            value / max * BAR_MAX
+        } else {
+            0.0
+        };
+        svg.push_str(&format!(
+            "<text class=\"docs-chart-label\" x=\"0\" y=\"{}\">{}</text>\
+             <rect class=\"docs-chart-bar\" x=\"0\" y=\"{}\" width=\"{w:.1}\" height=\"18\" rx=\"3\"/>\
+             <text class=\"docs-chart-value\" x=\"{:.1}\" y=\"{}\">{} {}</text>",
+            y + 12.0,
+            escape(label),
+            y + 18.0,
+            w + 6.0,
+            y + 32.0,
+            fmt(Some(*value)),
+            escape(unit),
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[component]
+pub(crate) fn Benchmarks() -> impl IntoView {
+    let runs = bench_runs();
+    let (fanout, other): (Vec<BenchRun>, Vec<BenchRun>) =
+        runs.into_iter().partition(|r| r.mode == "fanout");
+    let rate_chart = bar_chart(
+        "Deliveries per second",
+        "/s",
+        &fanout
+            .iter()
+            .map(|r| (r.label.clone(), r.num("deliveries_per_s").unwrap_or(0.0)))
+            .collect::<Vec<_>>(),
+    );
+    let p99_chart = bar_chart(
+        "p99 latency, send to delivery",
+        "ms",
+        &fanout
+            .iter()
+            .map(|r| (r.label.clone(), r.latency("p99").unwrap_or(0.0)))
+            .collect::<Vec<_>>(),
+    );
+    view! {
+        <p class="docs-lead">
+            "Figures from " <code>"make bench"</code> ": a redis-server and two release instances "
+            "on one machine, driven by " <code>"tools/loadgen"</code> ". The instances run with the "
+            "per-connection rate limit raised, because synthetic senders may go faster than a "
+            "person. Each run appends one JSON line to " <code>"bench/out/results.jsonl"</code>
+            "; this page renders the copy committed at " <code>"apps/docs/bench/results.jsonl"</code>
+            ". To reproduce them, run " <code>"make bench"</code> " and copy the new lines there."
+        </p>
+        <h2 id="fanout">"Fan-out"</h2>
+        <p>
+            "Members of each room are spread over both instances; senders publish at a fixed "
+            "rate. Latency is from the send to each delivery; lost, duplicated and out-of-order "
+            "deliveries are counted against the expected set."
+        </p>
+        <table class="docs-table docs-bench">
+            <thead>
+                <tr>
+                    <th>"run"</th><th>"sent"</th><th>"delivered"</th><th>"deliveries/s"</th>
+                    <th>"lost"</th><th>"dup."</th><th>"out of order"</th>
+                    <th>"p50 ms"</th><th>"p99 ms"</th><th>"max ms"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {fanout
+                    .iter()
+                    .map(|r| {
+                        view! {
+                            <tr>
+                                <td>{r.label.clone()}</td>
+                                <td>{fmt(r.num("sent"))}</td>
+                                <td>{fmt(r.num("delivered"))}</td>
+                                <td>{fmt(r.num("deliveries_per_s"))}</td>
+                                <td>{fmt(r.num("lost"))}</td>
+                                <td>{fmt(r.num("duplicates"))}</td>
+                                <td>{fmt(r.num("out_of_order"))}</td>
+                                <td>{fmt(r.latency("p50"))}</td>
+                                <td>{fmt(r.latency("p99"))}</td>
+                                <td>{fmt(r.latency("max"))}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+        <figure class="docs-figure"><div inner_html=rate_chart></div></figure>
+        <figure class="docs-figure"><div inner_html=p99_chart></div></figure>
+        <h2 id="idle">"Idle connections"</h2>
+        <p>"Connections that joined a room and wait: the memory each costs the instances (growth of their resident set size)."</p>
+        <table class="docs-table docs-bench">
+            <thead>
+                <tr><th>"run"</th><th>"connections"</th><th>"rooms"</th><th>"RSS before KiB"</th><th>"RSS after KiB"</th><th>"bytes per connection"</th></tr>
+            </thead>
+            <tbody>
+                {other
+                    .iter()
+                    .map(|r| {
+                        view! {
+                            <tr>
+                                <td>{r.label.clone()}</td>
+                                <td>{fmt(r.num("connections"))}</td>
+                                <td>{fmt(r.num("rooms"))}</td>
+                                <td>{fmt(r.num("rss_before_kib"))}</td>
+                                <td>{fmt(r.num("rss_after_kib"))}</td>
+                                <td>{fmt(r.num("bytes_per_connection"))}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -1,0 +1,62 @@
+//! The internals page, for people extending the server: the engine trait,
+//! recovery by epoch and offset, the hub's gap filling and resync, presence
+//! expiry, backpressure and the one delivery path.
+
+use crate::pages::{link, rich_text, PageId};
+use leptos::prelude::*;
+
+/// `(anchor, heading, text with backtick code spans)`.
+const SECTIONS: &[(&str, &str, &str)] = &[
+    (
+        "engine",
+        "The engine trait",
+        "`engine::Engine` is the shared store behind an `Arc<dyn Engine>`: `publish` (dedupe, next offset, store, fan out), `position` (epoch and latest offset), `range` and `before` (history), `subscribe`/`unsubscribe`, presence join, leave and members, `typing`, `rooms` and `ready`. Two implementations: `MemoryEngine` (in-process, the single-instance default and the test double) and `RedisEngine` (a Lua script does dedupe, offset, `XADD` to the capped stream and `PUBLISH` in one atomic step). The engine never knows the hub: its events (`EngineEvent::Message`, presence, typing, `EngineEvent::Resync`) leave through a bounded channel wired in `run`.",
+    ),
+    (
+        "recovery",
+        "Recovery by epoch and offset",
+        "Each room has an epoch (it changes only if the room's history is lost) and contiguous offsets. `engine::recover` answers a `join` with `since`, written once over the trait so both engines agree: if the epoch matches, the offset is not beyond the room's, and the gap is within `--max-replay` and still retained, `joined.history` holds every message after `since.offset` and `recovered: true`; otherwise the newest messages and `recovered: false`.",
+    ),
+    (
+        "gaps",
+        "Gap filling and resync in the hub",
+        "The hub keeps a cursor per local room: the last offset it delivered. A message at or below the cursor is a duplicate and is dropped; a message beyond the cursor + 1 means pub/sub lost something, so the hub reads the missing offsets with `Engine::range` and delivers them first (counted by `chat_gap_fills_total`). Pub/sub losing a message therefore never loses it for a client. When the Redis engine re-makes its pub/sub connection it emits `EngineEvent::Resync` and the hub catches every local room up, retrying with backoff while the store comes back.",
+    ),
+    (
+        "presence",
+        "Presence expiry",
+        "Presence counts a user once however many tabs or instances they use: the hub keeps per-user local counts and tells the engine only on 0 ↔ 1 changes. In Redis each room has a sorted set of users scored by expiry plus a per-user hash of instance → expiry; each instance refreshes its entries every `presence_ttl / 3` and every subscribed instance sweeps expired ones, so a crashed instance's users leave within `--presence-ttl-ms`.",
+    ),
+    (
+        "backpressure",
+        "Backpressure",
+        "No queue is unbounded: the engine → hub channel holds 8192 events and each connection has an outbox of `--outbox-capacity` frames. The hub never awaits a member: it `try_send`s the shared bytes, and a full outbox closes that connection with 1013 (counted by `chat_slow_consumer_closes_total`). The client reconnects and recovers by offset, so the policy loses nothing. A write slower than `--write-timeout-ms` drops the client too.",
+    ),
+    (
+        "one-path",
+        "One delivery path",
+        "Every message a client receives went through the engine's `publish`, even on one instance: the memory engine loops back. There is no \"deliver locally and also publish\" shortcut, so nothing arrives twice and both engines pass the same tests. The sender's own copy comes back the same way as everyone else's.",
+    ),
+];
+
+#[component]
+pub(crate) fn Internals() -> impl IntoView {
+    view! {
+        <p class="docs-lead">
+            {rich_text("Dependencies point one way: http → connection → hub → engine. Each layer is a module of `apps/server/src`; `ARCHITECTURE.md` has the code map and its invariants.")}
+        </p>
+        {SECTIONS
+            .iter()
+            .map(|(id, heading, text)| {
+                view! {
+                    <h2 id=*id>{*heading}</h2>
+                    <p>{rich_text(text)}</p>
+                }
+            })
+            .collect_view()}
+        <p>
+            "The frames these layers exchange with clients are on the "
+            <a href=link(PageId::Protocol)>"protocol reference"</a> "."
+        </p>
+    }
+}

@@ -1,0 +1,69 @@
+//! The operations page: running a cluster, managed Redis over TLS, health
+//! and readiness, metrics (names passed in by the server), graceful
+//! restarts, scaling out and Redis Cluster.
+
+use crate::pages::{link, rich_text, PageId};
+use crate::Metric;
+use leptos::prelude::*;
+
+#[component]
+pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
+    view! {
+        <p class="docs-lead">
+            "Instances are identical and stateless: every piece of shared state (room history, "
+            "offsets, presence, dedupe) lives in Redis or Valkey. Any instance serves any client, "
+            "so the load balancer needs no sticky sessions."
+        </p>
+        <h2 id="cluster">"Running a cluster"</h2>
+        <p>
+            {rich_text("`make cluster` starts redis-server on :6390, instances on :3001 and :3002 and nginx on :3000, from the same nginx template (`deploy/nginx.conf.template`) that `docker-compose.yml` uses. The compose file describes Valkey (append-only, password), two instances and nginx; check it without a container engine with `docker-compose -f docker-compose.yml config`. A production instance looks like this:")}
+        </p>
+        <pre class="docs-code"><code>"REDIS_URL=rediss://chat:password@valkey.example.com:6380 \\\nREDIS_CA_CERT=/etc/chat/valkey-ca.pem \\\nSESSION_SECRET=$(cat /etc/chat/secret) \\\nTRUST_PROXY_HEADERS=true INSTANCE_ID=$(hostname) \\\nserver --bind 0.0.0.0 --port 3000"</code></pre>
+        <h2 id="tls">"Managed Valkey or Redis over TLS"</h2>
+        <ul>
+            <li>{rich_text("`rediss://` URLs connect over TLS (rustls). A password goes in the URL (`rediss://:password@host:port`), an ACL user with it (`rediss://user:password@host:port`).")}</li>
+            <li>{rich_text("`REDIS_CA_CERT` names a PEM file of the CA that signed the server's certificate, for services that hand out their own CA; unset, the system's roots are used.")}</li>
+            <li>{rich_text("`REDIS_KEY_PREFIX` (default `chat`) lets several deployments share one Redis.")}</li>
+            <li>{rich_text("For strict durability of acknowledged messages across a Redis crash, run Redis with `appendonly yes` and `appendfsync always`.")}</li>
+            <li>{rich_text("An instance starts while Redis is down and reports not ready until it can reach it.")}</li>
+        </ul>
+        <h2 id="health">"Health and readiness"</h2>
+        <table class="docs-table">
+            <thead><tr><th>"path"</th><th>"answers"</th><th>"use it for"</th></tr></thead>
+            <tbody>
+                <tr><td><code>"/healthz"</code></td><td>"200 " <code>"ok"</code> " while the process serves HTTP"</td><td>"liveness: restart the process if it fails"</td></tr>
+                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine is reachable, else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
+                <tr><td><code>"/metrics"</code></td><td>"Prometheus text format"</td><td>"scraping (below)"</td></tr>
+            </tbody>
+        </table>
+        <h2 id="metrics">"Metrics"</h2>
+        <p>
+            "Labels have low cardinality only (frame type, error code, engine kind, refusal "
+            "reason; never a room or user id). The list is the server's own table of metric names."
+        </p>
+        <table class="docs-table">
+            <thead><tr><th>"metric"</th><th>"meaning"</th></tr></thead>
+            <tbody>
+                {metrics
+                    .into_iter()
+                    .map(|m| view! { <tr><td><code>{m.name}</code></td><td>{rich_text(m.help)}</td></tr> })
+                    .collect_view()}
+            </tbody>
+        </table>
+        <h2 id="restarts">"Graceful restarts"</h2>
+        <p>
+            {rich_text("On SIGTERM or SIGINT an instance stops accepting connections, sends every client `{\"type\":\"reconnect\",\"reason\":\"shutdown\"}` and closes it with 1012. Clients reconnect at once to another instance (the load balancer picks one) and re-join their rooms with `since`, so nothing is lost; unacknowledged sends are resent with the same client id and deduplicated. The instance exits within `--shutdown-deadline-ms`. Roll a deployment one instance at a time.")}
+        </p>
+        <h2 id="scaling">"Scaling out"</h2>
+        <ul>
+            <li>{rich_text("Add instances with the same `REDIS_URL`, `REDIS_KEY_PREFIX` and `SESSION_SECRET`, and register them with the load balancer once `/readyz` answers 200.")}</li>
+            <li>{rich_text("An instance subscribes to a room's channel only while it has local members there, so pub/sub traffic grows with the rooms each instance actually serves.")}</li>
+            <li>{rich_text("Per-connection limits (`--rate-per-sec`, `--max-rooms-per-conn`, `--outbox-capacity`) and the per-IP limit (`--max-conns-per-ip`) apply per instance; see ")}<a href=link(PageId::Configuration)>"configuration"</a>"."</li>
+            <li>{rich_text("Presence of a crashed instance's users expires after `--presence-ttl-ms`.")}</li>
+        </ul>
+        <h2 id="redis-cluster">"Redis Cluster"</h2>
+        <p>
+            {rich_text("Every key and the channel of a room carry the hash tag `{room}`, so all of a room's keys live in one slot and the Lua publish script touches a single slot. Pub/sub is classic `PUBLISH`/`SUBSCRIBE` today, which Redis Cluster broadcasts to every node; sharded pub/sub (`SPUBLISH`) is the next step for large clusters.")}
+        </p>
+    }
+}
