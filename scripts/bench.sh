@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: starts a redis-server and two release instances on free
-# ports, runs the load generator against them and prints the figures; one
-# JSON line per run is appended to bench/out/results.jsonl. The instances
+# ports, runs the standard suite of the load generator against them, prints
+# the figures, and writes bench/results.json (rendered by the docs'
+# benchmarks page) and bench/results.svg. The instances
 # run with the per-connection rate limit raised (the protocol default is
 # 20/s), because synthetic senders may go faster than a person.
 set -euo pipefail
@@ -9,9 +10,8 @@ cd "$(dirname "$0")/.."
 
 server=${SERVER_BIN:?SERVER_BIN: path of the release server binary}
 loadgen=${LOADGEN_BIN:?LOADGEN_BIN: path of the release loadgen binary}
-out=$PWD/bench/out
 work=$(mktemp -d)
-mkdir -p "$out"
+mkdir -p bench
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -47,14 +47,24 @@ joined_urls=$(IFS=,; echo "${urls[*]}")
 joined_pids=$(IFS=,; echo "${server_pids[*]}")
 echo "bench: redis :$redis_port, instances ${urls[*]} (rate limit raised to 100000/s for synthetic load)"
 
-run() { "$loadgen" --urls "$joined_urls" --json "$@" | tee "$work/run.txt"; tail -n 1 "$work/run.txt" >> "$out/results.jsonl"; }
+lines=$work/results.jsonl
+: > "$lines"
+run() { "$loadgen" --urls "$joined_urls" --json "$@" | tee "$work/run.txt"; tail -n 1 "$work/run.txt" >> "$lines"; }
 
-# Idle first: it reads the instances' RSS growth, which must start from
-# fresh processes (after the fan-out runs the allocator reuses freed memory).
-run --label "idle: 2000 connections over 2 instances" \
-  idle --connections 2000 --rooms 100 --pids "$joined_pids"
+# The standard suite. Idle first: it reads the instances' RSS growth, which
+# must start from fresh processes (later the allocator reuses freed memory).
+run --label "idle: 10,000 connections, 100 rooms" \
+  idle --connections 10000 --rooms 100 --pids "$joined_pids"
 run --label "fan-out small: 10 rooms x 20 members, 2 senders/room at 20/s" \
   fanout --rooms 10 --members 20 --senders 2 --rate 20 --duration 10 --warmup 2
 run --label "fan-out large: 1 room x 1000 members, 1 sender at 50/s" \
   fanout --rooms 1 --members 1000 --senders 1 --rate 50 --duration 10 --warmup 2
-echo "bench: results appended to bench/out/results.jsonl"
+run --label "saturation: 100 rooms x 10 members, 1 sender/room, p99 < 100 ms" \
+  saturation --rooms 100 --members 10 --senders 1 --start-rate 5 --factor 2 --max-steps 6 \
+  --step-duration 4 --p99-bound-ms 100
+run --label "churn: 1,000 clients force-closed every ~15 s, 10 rooms, 1 sender/room at 5/s" \
+  churn --clients 1000 --rooms 10 --senders 1 --rate 5 --every 15 --duration 30
+
+python3 scripts/bench_report.py "$lines" bench/results.json bench/results.svg \
+  "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)"
+echo "bench: wrote bench/results.json and bench/results.svg (the docs' benchmarks page renders the former)"

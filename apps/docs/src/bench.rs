@@ -1,14 +1,13 @@
-//! The benchmarks page. Figures come from `apps/docs/bench/results.jsonl`
-//! (JSON lines as `tools/loadgen --json` prints them, appended by
-//! `make bench` to `bench/out/results.jsonl` and copied here), never typed
-//! by hand.
+//! The benchmarks page. Figures come from `bench/results.json`, which
+//! `make bench` writes (the runs as `tools/loadgen --json` prints them, plus
+//! the commit and machine), never typed by hand.
 
 use crate::pages::escape;
 use leptos::prelude::*;
 use serde_json::Value;
 
-/// The committed results, one JSON object per line.
-pub const RESULTS_JSONL: &str = include_str!("../bench/results.jsonl");
+/// The committed results of the last `make bench`.
+pub const RESULTS_JSON: &str = include_str!("../../../bench/results.json");
 
 /// One run of the load generator.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +31,23 @@ impl BenchRun {
     }
 }
 
-/// Every run of [`RESULTS_JSONL`] that parses, in file order.
+/// The `generated`, `commit` and `machine` fields of the results file.
+pub fn bench_meta() -> Value {
+    let mut v: Value = serde_json::from_str(RESULTS_JSON).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("runs");
+    }
+    v
+}
+
+/// Every run of [`RESULTS_JSON`], in file order.
 pub fn bench_runs() -> Vec<BenchRun> {
-    RESULTS_JSONL
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let v: Value = serde_json::from_str(RESULTS_JSON).unwrap_or(Value::Null);
+    v["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
         .map(|v| BenchRun {
             label: v["label"].as_str().unwrap_or("unlabelled run").to_owned(),
             mode: v["mode"].as_str().unwrap_or("unknown").to_owned(),
@@ -97,8 +107,18 @@ fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
 #[component]
 pub(crate) fn Benchmarks() -> impl IntoView {
     let runs = bench_runs();
-    let (fanout, other): (Vec<BenchRun>, Vec<BenchRun>) =
-        runs.into_iter().partition(|r| r.mode == "fanout");
+    let meta = bench_meta();
+    let of =
+        |mode: &str| -> Vec<BenchRun> { runs.iter().filter(|r| r.mode == mode).cloned().collect() };
+    let (fanout, idle, saturation, churn) =
+        (of("fanout"), of("idle"), of("saturation"), of("churn"));
+    let measured = format!(
+        "Measured at commit {} on {} ({} cores; {}).",
+        meta["commit"].as_str().unwrap_or("?"),
+        meta["generated"].as_str().unwrap_or("?"),
+        meta["machine"]["cores"].as_u64().unwrap_or(0),
+        meta["machine"]["note"].as_str().unwrap_or(""),
+    );
     let rate_chart = bar_chart(
         "Deliveries per second",
         "/s",
@@ -120,10 +140,10 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             "Figures from " <code>"make bench"</code> ": a redis-server and two release instances "
             "on one machine, driven by " <code>"tools/loadgen"</code> ". The instances run with the "
             "per-connection rate limit raised, because synthetic senders may go faster than a "
-            "person. Each run appends one JSON line to " <code>"bench/out/results.jsonl"</code>
-            "; this page renders the copy committed at " <code>"apps/docs/bench/results.jsonl"</code>
-            ". To reproduce them, run " <code>"make bench"</code> " and copy the new lines there."
+            "person. " <code>"make bench"</code> " writes " <code>"bench/results.json"</code>
+            " (rendered here) and " <code>"bench/results.svg"</code> "; run it to reproduce them."
         </p>
+        <p>{measured}</p>
         <h2 id="fanout">"Fan-out"</h2>
         <p>
             "Members of each room are spread over both instances; senders publish at a fixed "
@@ -169,7 +189,7 @@ pub(crate) fn Benchmarks() -> impl IntoView {
                 <tr><th>"run"</th><th>"connections"</th><th>"rooms"</th><th>"RSS before KiB"</th><th>"RSS after KiB"</th><th>"bytes per connection"</th></tr>
             </thead>
             <tbody>
-                {other
+                {idle
                     .iter()
                     .map(|r| {
                         view! {
@@ -180,6 +200,56 @@ pub(crate) fn Benchmarks() -> impl IntoView {
                                 <td>{fmt(r.num("rss_before_kib"))}</td>
                                 <td>{fmt(r.num("rss_after_kib"))}</td>
                                 <td>{fmt(r.num("bytes_per_connection"))}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+        <h2 id="saturation">"Saturation"</h2>
+        <p>"The per-sender rate doubles step by step (fresh rooms each step); the best step is the highest with zero loss, duplicates and reordering and p99 under the bound."</p>
+        <table class="docs-table docs-bench">
+            <thead>
+                <tr><th>"run"</th><th>"best rate per sender"</th><th>"deliveries/s"</th><th>"p99 ms"</th><th>"steps tried"</th></tr>
+            </thead>
+            <tbody>
+                {saturation
+                    .iter()
+                    .map(|r| {
+                        let f = &r.fields;
+                        view! {
+                            <tr>
+                                <td>{r.label.clone()}</td>
+                                <td>{fmt(f["best_rate_per_sender"].as_f64())}</td>
+                                <td>{fmt(f["best_deliveries_per_s"].as_f64())}</td>
+                                <td>{fmt(f["best_latency_ms"]["p99"].as_f64())}</td>
+                                <td>{f["steps"].as_array().map_or(0, Vec::len)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+        <h2 id="churn">"Churn"</h2>
+        <p>"Every receiver is force-closed and reconnects (to the next instance) with its token and since, while senders keep sending: what recovery by offset promises."</p>
+        <table class="docs-table docs-bench">
+            <thead>
+                <tr><th>"run"</th><th>"expected"</th><th>"delivered %"</th><th>"duplicates"</th><th>"reconnects"</th><th>"replay p50 ms"</th><th>"replay p99 ms"</th></tr>
+            </thead>
+            <tbody>
+                {churn
+                    .iter()
+                    .map(|r| {
+                        let f = &r.fields;
+                        view! {
+                            <tr>
+                                <td>{r.label.clone()}</td>
+                                <td>{fmt(r.num("expected_deliveries"))}</td>
+                                <td>{fmt(r.num("delivered_pct"))}</td>
+                                <td>{fmt(r.num("duplicates"))}</td>
+                                <td>{fmt(r.num("reconnects"))}</td>
+                                <td>{fmt(f["replay_ms"]["p50"].as_f64())}</td>
+                                <td>{fmt(f["replay_ms"]["p99"].as_f64())}</td>
                             </tr>
                         }
                     })

@@ -35,7 +35,7 @@ mod protocol_ref;
 #[allow(unreachable_pub)]
 mod quick_start;
 
-pub use bench::{bench_runs, BenchRun, RESULTS_JSONL};
+pub use bench::{bench_meta, bench_runs, BenchRun, RESULTS_JSON};
 pub use pages::{href, Page, PageId, PAGES};
 pub use protocol_ref::frame_examples;
 
@@ -259,19 +259,17 @@ mod tests {
     #[test]
     fn benchmark_figures_come_from_the_results_file() {
         let runs = bench_runs();
-        assert_eq!(
-            runs.len(),
-            RESULTS_JSONL
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .count()
-        );
+        let file: serde_json::Value = serde_json::from_str(RESULTS_JSON).expect("results parse");
+        assert_eq!(runs.len(), file["runs"].as_array().expect("runs").len());
+        assert!(!runs.is_empty(), "make bench wrote runs");
         let html = page("benchmarks");
         for run in &runs {
             assert!(html.contains(&unescape_free(&run.label)), "{}", run.label);
         }
         assert!(html.contains("make bench"));
         assert!(html.contains("<svg"));
+        let commit = bench_meta()["commit"].as_str().expect("commit").to_owned();
+        assert!(html.contains(&commit), "the page names the measured commit");
     }
 
     /// Labels hold no characters HTML escapes, so they appear verbatim.

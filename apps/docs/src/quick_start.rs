@@ -27,7 +27,7 @@ const TARGETS: &[(&str, &str, &str)] = &[
     ),
     (
         "make bench",
-        "redis-server plus two release instances under the load generator; prints figures and appends them to bench/out/results.jsonl.",
+        "redis-server plus two release instances under the load generator's standard suite; prints figures and writes bench/results.json (shown on the benchmarks page) and bench/results.svg.",
         "nothing; see the benchmarks page",
     ),
 ];

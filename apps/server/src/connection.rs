@@ -129,7 +129,10 @@ impl Connection {
                 _ = shutdown.cancelled() => Err(self.shutting_down().await),
                 code = kick.kicked() => Err(End::Close(code, kick_reason(code))),
                 Some(item) = self.outbox_rx.recv() => self.forward(item).await,
-                msg = self.socket.recv() => self.on_message(msg).await,
+                // Boxed: the handler future (join, send, history…) is large and
+                // only alive while a frame is handled; an idle connection
+                // should not carry its space.
+                msg = self.socket.recv() => Box::pin(self.on_message(msg)).await,
                 _ = ping.tick() => self.heartbeat().await,
             };
             if let Err(end) = step {
