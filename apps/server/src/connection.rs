@@ -26,7 +26,7 @@ use protocol::{
     Body, ClientFrame, ClientId, CloseCode, ErrorCode, Name, ReconnectReason, RoomName,
     ServerFrame, Since, User,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,6 +55,9 @@ enum End {
 /// A joined room, as this connection sees it.
 struct JoinedRoom {
     name: RoomName,
+    /// The hub's key of the room: the same `Arc` every [`Outbound`] of the
+    /// room carries, so matching an outbox item is a pointer comparison.
+    key: Arc<str>,
     /// Last message offset written to the client for this room.
     delivered: u64,
 }
@@ -83,7 +86,9 @@ struct Connection {
     socket: WebSocket,
     id: ConnId,
     user: Option<User>,
-    rooms: HashMap<String, JoinedRoom>,
+    /// Joined rooms (at most `max_rooms_per_conn`; a short list scanned by
+    /// pointer is cheaper per delivered message than hashing the name).
+    rooms: Vec<JoinedRoom>,
     outbox_tx: mpsc::Sender<Outbound>,
     outbox_rx: mpsc::Receiver<Outbound>,
     kick: Arc<Kick>,
@@ -104,7 +109,7 @@ impl Connection {
             socket,
             id,
             user: None,
-            rooms: HashMap::new(),
+            rooms: Vec::new(),
             outbox_tx,
             outbox_rx,
             kick: Arc::new(Kick::default()),
@@ -121,13 +126,18 @@ impl Connection {
         }
         let mut ping = tokio::time::interval(self.ctx.config.ping_interval);
         ping.tick().await;
+        // Made once, not per loop turn: re-creating them registered and
+        // dropped two waiters per delivered message.
         let shutdown = self.ctx.shutdown.clone();
         let kick = self.kick.clone();
+        let shutting_down = shutdown.cancelled();
+        let kicked = kick.kicked();
+        tokio::pin!(shutting_down, kicked);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Err(self.shutting_down().await),
-                code = kick.kicked() => Err(End::Close(code, kick_reason(code))),
+                _ = &mut shutting_down => Err(self.shutting_down().await),
+                code = &mut kicked => Err(End::Close(code, kick_reason(code))),
                 Some(item) = self.outbox_rx.recv() => self.forward(item).await,
                 // Boxed: the handler future (join, send, history…) is large and
                 // only alive while a frame is handled; an idle connection
@@ -262,6 +272,11 @@ impl Connection {
         }
     }
 
+    /// Index of a joined room by name.
+    fn joined(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|r| r.name.as_str() == room)
+    }
+
     fn user(&self) -> &User {
         self.user.as_ref().expect("user is set after hello")
     }
@@ -283,7 +298,7 @@ impl Connection {
         let Some(name) = self.room_name(room, id).await? else {
             return Ok(None);
         };
-        if !self.rooms.contains_key(name.as_str()) {
+        if self.joined(name.as_str()).is_none() {
             self.error(
                 ErrorCode::NotJoined,
                 &format!("join room {name:?} first"),
@@ -300,7 +315,7 @@ impl Connection {
             return Ok(());
         };
         let max = self.ctx.config.max_rooms_per_conn;
-        if !self.rooms.contains_key(name.as_str()) && self.rooms.len() >= max {
+        if self.joined(name.as_str()).is_none() && self.rooms.len() >= max {
             return self
                 .error(
                     ErrorCode::TooManyRooms,
@@ -320,13 +335,14 @@ impl Connection {
             Err(e) => return self.unavailable(e, None).await,
         };
         let offset = joined.recovery.position.offset;
-        self.rooms
-            .entry(name.as_str().to_owned())
-            .and_modify(|r| r.delivered = r.delivered.max(offset))
-            .or_insert(JoinedRoom {
+        match self.joined(name.as_str()) {
+            Some(i) => self.rooms[i].delivered = self.rooms[i].delivered.max(offset),
+            None => self.rooms.push(JoinedRoom {
                 name: name.clone(),
+                key: joined.key.clone(),
                 delivered: offset,
-            });
+            }),
+        }
         let frame = ServerFrame::Joined {
             room: name.into_string(),
             epoch: joined.recovery.position.epoch.to_string(),
@@ -342,7 +358,9 @@ impl Connection {
         let Some(name) = self.joined_room(room, None).await? else {
             return Ok(());
         };
-        self.rooms.remove(name.as_str());
+        if let Some(i) = self.joined(name.as_str()) {
+            self.rooms.swap_remove(i);
+        }
         self.ctx.hub.leave(&name, self.id).await;
         self.reply(&ServerFrame::Left {
             room: name.into_string(),
@@ -460,7 +478,10 @@ impl Connection {
     /// Whether an outbox item goes to the client: only for joined rooms, and
     /// a message only if newer than the last one delivered in its room.
     fn admit(&mut self, item: Outbound) -> Option<Utf8Bytes> {
-        let room = self.rooms.get_mut(&*item.room)?;
+        let room = self
+            .rooms
+            .iter_mut()
+            .find(|r| Arc::ptr_eq(&r.key, &item.room))?;
         if item.offset != 0 {
             if item.offset <= room.delivered {
                 return None;
@@ -548,7 +569,7 @@ impl Connection {
 
     /// Leaves every room and closes the socket as `end` says.
     async fn finish(&mut self, end: End) {
-        for (_, room) in self.rooms.drain() {
+        for room in std::mem::take(&mut self.rooms) {
             self.ctx.hub.leave(&room.name, self.id).await;
         }
         if let End::Close(code, reason) = end {
