@@ -121,7 +121,9 @@ impl Connection {
     }
 
     async fn run(&mut self) -> End {
-        if let Err(end) = self.hello().await {
+        // Boxed: the hello phase runs once; its state should not be part of
+        // the future every open connection keeps for its whole life.
+        if let Err(end) = Box::pin(self.hello()).await {
             return end;
         }
         let mut ping = tokio::time::interval(self.ctx.config.ping_interval);

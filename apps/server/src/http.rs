@@ -30,8 +30,9 @@ const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Read buffer of each socket. tungstenite allocates it eagerly (128 KiB by
 /// default, which made an idle connection cost ~145 KB); chat frames are
-/// small, and the buffer still grows for a large one.
-const READ_BUFFER: usize = 4 * 1024;
+/// small, and the buffer still grows for a large one (up to the 64 KiB
+/// limit, tested).
+const READ_BUFFER: usize = 1024;
 
 /// Bytes a socket buffers before writing to the network, between flushes.
 /// The connection flushes after each batch anyway; this only bounds the
