@@ -369,12 +369,13 @@ impl Hub {
             }
             _ => None,
         };
+        let frame = encode(frame);
         let rooms = self.rooms.lock().expect("hub lock");
         let Some(r) = rooms.get(room) else { return };
         let item = Outbound {
             room: r.key.clone(),
             offset: 0,
-            frame: encode(frame),
+            frame,
         };
         r.fan_out(&item, about);
     }
@@ -423,6 +424,9 @@ impl Hub {
     /// than the room's cursor.
     fn deliver(&self, room: &RoomName, epoch: &Arc<str>, message: ChatMessage) {
         let offset = message.offset;
+        // Encoded before taking the lock: joins and leaves of every room wait
+        // on this mutex, and serialising is the slowest step here.
+        let frame = encode(&ServerFrame::Message(message));
         let mut rooms = self.rooms.lock().expect("hub lock");
         let Some(r) = rooms.get_mut(room) else { return };
         if r.cursor
@@ -439,7 +443,7 @@ impl Hub {
         let item = Outbound {
             room: r.key.clone(),
             offset,
-            frame: encode(&ServerFrame::Message(message)),
+            frame,
         };
         metrics::counter!(m::MESSAGES_DELIVERED).increment(r.members.len() as u64);
         r.fan_out(&item, None);

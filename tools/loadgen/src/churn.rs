@@ -3,9 +3,9 @@
 //! recovery by offset promises: every message delivered once, and how long
 //! a replay takes from the reconnect to the `joined` frame.
 
-use crate::{now_us, parse_body, percentile, recv, send, Ws};
+use crate::{now_us, parse_body, percentile, recv, send, send_load, Ws};
 use anyhow::bail;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use protocol::{ClientFrame, ServerFrame, Since};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,26 +186,7 @@ pub(crate) async fn run(
             sender_tasks.push(tokio::spawn(async move {
                 let (mut tx, mut rx) = ws.split();
                 tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-                let mut seq = 0u64;
-                while Instant::now() < stop_at {
-                    tick.tick().await;
-                    seq += 1;
-                    let frame = ClientFrame::Send {
-                        room: room.clone(),
-                        id: format!("{me}-{seq}"),
-                        body: format!("ld {me} {seq} {}", now_us()),
-                    };
-                    if tx
-                        .send(Message::Text(frame.to_json().into()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                (r, seq)
+                (r, send_load(&mut tx, &room, me, rate, stop_at, &sent).await)
             }));
         }
     }

@@ -181,6 +181,41 @@ async fn client(url: &str, name: &str, room: &str) -> anyhow::Result<Ws> {
     }
 }
 
+/// Sends load messages (`ld <me> <seq> <sent_us>`, client id `<me>-<seq>`)
+/// to `room` at `rate` per second until `stop_at`; returns how many it sent.
+pub(crate) async fn send_load<S>(
+    tx: &mut S,
+    room: &str,
+    me: u32,
+    rate: f64,
+    stop_at: Instant,
+    sent: &AtomicU64,
+) -> u64
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut seq = 0u64;
+    while Instant::now() < stop_at {
+        tick.tick().await;
+        seq += 1;
+        let frame = ClientFrame::Send {
+            room: room.to_owned(),
+            id: format!("{me}-{seq}"),
+            body: format!("ld {me} {seq} {}", now_us()),
+        };
+        if tx
+            .send(Message::Text(frame.to_json().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+    }
+    seq
+}
+
 /// What one receiver counted.
 #[derive(Default)]
 struct Tally {
@@ -318,26 +353,10 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
             let room = room.clone();
             let me = i as u32;
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-                let mut seq = 0u64;
-                while Instant::now() < stop_at {
-                    tick.tick().await;
-                    seq += 1;
-                    let frame = ClientFrame::Send {
-                        room: room.clone(),
-                        id: format!("{me}-{seq}"),
-                        body: format!("ld {me} {seq} {}", now_us()),
-                    };
-                    if tx
-                        .send(Message::Text(frame.to_json().into()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                (me, seq)
+                (
+                    me,
+                    send_load(&mut tx, &room, me, rate, stop_at, &sent).await,
+                )
             }));
         }
         tasks.push(tokio::spawn(async move {
