@@ -30,7 +30,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     (
         "backpressure",
         "Backpressure",
-        "No queue is unbounded: the engine → hub channel holds 8192 events and each connection has an outbox of `--outbox-capacity` frames. The hub never awaits a member: it `try_send`s the shared bytes, and a full outbox closes that connection with 1013 (counted by `chat_slow_consumer_closes_total`). The client reconnects and recovers by offset, so the policy loses nothing. A write slower than `--write-timeout-ms` drops the client too.",
+        "No queue is unbounded: the engine → hub channel holds 8192 events and each connection has an outbox of `--outbox-capacity` frames. The hub never awaits a member: it pushes one shared `Arc` of the encoded frame without waiting, and a full outbox closes that connection with 1013 (counted by `chat_slow_consumer_closes_total`). The client reconnects and recovers by offset, so the policy loses nothing. A write slower than `--write-timeout-ms` drops the client too.",
     ),
     (
         "one-path",

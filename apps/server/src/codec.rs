@@ -2,9 +2,9 @@
 //! Pure, no socket: size limits and JSON rules are checked here and
 //! unit-tested on plain values (the connection task only acts on the result).
 
-use axum::extract::ws::Message;
 use protocol::limits::MAX_CLIENT_FRAME_BYTES;
 use protocol::ClientFrame;
+use tokio_tungstenite::tungstenite::Message;
 
 /// What one incoming WebSocket message is.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,7 +40,8 @@ pub fn decode(msg: &Message) -> Result<Decoded, DecodeError> {
                 id: None,
             })
         }
-        Message::Ping(_) | Message::Pong(_) => Ok(Decoded::Control),
+        // Raw frames are only ever written; a read yields whole messages.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(Decoded::Control),
         Message::Close(_) => Ok(Decoded::Close),
     }
 }

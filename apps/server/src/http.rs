@@ -8,7 +8,7 @@
 use crate::config::{Args, Config, OriginPolicy};
 use crate::connection::{self, ConnContext};
 use crate::metrics as m;
-use axum::extract::ws::WebSocketUpgrade;
+use crate::ws;
 use axum::extract::{ConnectInfo, FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -33,11 +33,6 @@ const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 /// small, and the buffer still grows for a large one (up to the 64 KiB
 /// limit, tested).
 const READ_BUFFER: usize = 1024;
-
-/// Bytes a socket buffers before writing to the network, between flushes.
-/// The connection flushes after each batch anyway; this only bounds the
-/// buffer a burst can grow (and keep) per connection.
-const WRITE_BUFFER: usize = 16 * 1024;
 
 /// State of the router.
 #[derive(Clone)]
@@ -157,7 +152,7 @@ async fn ws_upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    upgrade: ws::Upgrade,
 ) -> Response {
     let config = &state.conn.config;
     if let Err(reason) = check_origin(&config.origins, &headers) {
@@ -180,15 +175,12 @@ async fn ws_upgrade(
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let tracked = state.tracker.token();
     let ctx = state.conn.clone();
-    ws.max_message_size(TRANSPORT_MAX_MESSAGE)
-        .max_frame_size(TRANSPORT_MAX_MESSAGE)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            connection::serve(socket, ctx, id).await;
-            drop(slot);
-            drop(tracked);
-        })
+    let config = ws::config(TRANSPORT_MAX_MESSAGE, READ_BUFFER);
+    upgrade.on_upgrade(config, move |socket| async move {
+        connection::serve(socket, ctx, id).await;
+        drop(slot);
+        drop(tracked);
+    })
 }
 
 /// Checks the upgrade's `Origin` against the policy. No `Origin` header: a

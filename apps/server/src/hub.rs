@@ -12,27 +12,28 @@
 //! is held until the gap is filled from [`Engine::range`]. Each frame is
 //! encoded once and the bytes are shared by all recipients.
 //!
-//! **Invariant:** the hub never waits for a member: it `try_send`s into the
-//! member's bounded outbox and kicks the member (close 1013) when it is full.
+//! **Invariant:** the hub never waits for a member: it pushes into the
+//! member's bounded [`Outbox`] and kicks the member (close 1013) when it is
+//! full.
 
 use crate::engine::{
     self, Engine, EngineError, EngineEvent, NewMessage, Position, Published, Recovery,
     RecoveryLimits,
 };
 use crate::metrics as m;
-use axum::extract::ws::Utf8Bytes;
+use crate::outbox::Outbox;
 use protocol::{ChatMessage, CloseCode, RoomInfo, RoomName, ServerFrame, Since, User};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{mpsc, OnceCell};
-use tokio_util::sync::CancellationToken;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Identifies one connection on this instance.
 pub type ConnId = u64;
 
-/// One item of a connection's outbox: a frame encoded once and shared by
-/// every local recipient.
-#[derive(Debug, Clone)]
+/// One item of a connection's outbox: a frame encoded once, behind one
+/// `Arc` shared by every local recipient (a queue slot is a pointer).
+#[derive(Debug)]
 pub struct Outbound {
     pub room: Arc<str>,
     /// The message's offset, or 0 for frames that are not stored messages
@@ -41,37 +42,12 @@ pub struct Outbound {
     pub frame: Utf8Bytes,
 }
 
-/// How the hub stops a connection it cannot serve (slow reader, lost room
-/// history). The connection task watches `token` and closes with `code`.
-#[derive(Debug, Default)]
-pub struct Kick {
-    token: CancellationToken,
-    code: OnceLock<CloseCode>,
-}
-
-impl Kick {
-    /// Asks the connection to close with `code` (the first reason wins).
-    /// Returns whether this was the first kick.
-    pub fn kick(&self, code: CloseCode) -> bool {
-        let first = self.code.set(code).is_ok();
-        self.token.cancel();
-        first
-    }
-
-    /// Resolves once the connection was kicked.
-    pub async fn kicked(&self) -> CloseCode {
-        self.token.cancelled().await;
-        self.code.get().copied().unwrap_or(CloseCode::InternalError)
-    }
-}
-
 /// A local connection as a member of a room.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub conn: ConnId,
-    pub user: User,
-    pub outbox: mpsc::Sender<Outbound>,
-    pub kick: Arc<Kick>,
+    pub user: Arc<User>,
+    pub outbox: Arc<Outbox>,
 }
 
 /// What a `join` answers.
@@ -124,22 +100,17 @@ impl LocalRoom {
     }
 
     /// Pushes `item` to every member except the connections of `except`.
-    fn fan_out(&self, item: &Outbound, except: Option<&str>) {
+    fn fan_out(&self, item: &Arc<Outbound>, except: Option<&str>) {
         for member in self.members.values() {
             if except.is_some_and(|id| id == member.user.id) {
                 continue;
             }
-            match member.outbox.try_send(item.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // A kicked member stays until its connection leaves;
-                    // count it once.
-                    if member.kick.kick(CloseCode::TryAgainLater) {
-                        metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
-                    }
-                }
-                // The connection is ending; its leave is on the way.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A kicked member stays until its connection leaves; count it
+            // once.
+            if member.outbox.push(item.clone()).is_err()
+                && member.outbox.kick(CloseCode::TryAgainLater)
+            {
+                metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
             }
         }
     }
@@ -372,11 +343,11 @@ impl Hub {
         let frame = encode(frame);
         let rooms = self.rooms.lock().expect("hub lock");
         let Some(r) = rooms.get(room) else { return };
-        let item = Outbound {
+        let item = Arc::new(Outbound {
             room: r.key.clone(),
             offset: 0,
             frame,
-        };
+        });
         r.fan_out(&item, about);
     }
 
@@ -440,11 +411,11 @@ impl Hub {
             offset,
             provisional: false,
         });
-        let item = Outbound {
+        let item = Arc::new(Outbound {
             room: r.key.clone(),
             offset,
             frame,
-        };
+        });
         metrics::counter!(m::MESSAGES_DELIVERED).increment(r.members.len() as u64);
         r.fan_out(&item, None);
     }
@@ -458,7 +429,7 @@ impl Hub {
             tracing::warn!(room = %room, "room epoch changed; members reconnect");
             r.cursor = None;
             for member in r.members.values() {
-                member.kick.kick(CloseCode::TryAgainLater);
+                member.outbox.kick(CloseCode::TryAgainLater);
             }
         }
     }

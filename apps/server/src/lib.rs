@@ -3,10 +3,12 @@
 //! Modules, in reading order:
 //! - [`config`]: flags and env, validated once into [`config::Config`].
 //! - [`http`]: routes, the WebSocket upgrade, health, metrics, web UI, docs.
+//! - [`ws`]: the WebSocket upgrade and fragmented writes.
 //! - [`connection`]: one task per socket; the protocol session.
 //! - [`codec`]: WebSocket message → protocol frame, pure.
 //! - [`session`]: signed session tokens.
 //! - [`hub`]: local rooms and members; in-order fan-out of engine events.
+//! - [`outbox`]: the bounded queue between the hub and one connection.
 //! - [`engine`]: what instances share (history, fan-out, presence).
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
@@ -19,7 +21,9 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
+pub mod ws;
 
 use crate::config::Config;
 use crate::connection::ConnContext;

@@ -3,7 +3,7 @@
 //! recovery by offset promises: every message delivered once, and how long
 //! a replay takes from the reconnect to the `joined` frame.
 
-use crate::{now_us, parse_body, percentile, recv, send, send_load, Ws};
+use crate::{now_us, open, parse_body, percentile, recv, send, send_load, Ws};
 use anyhow::bail;
 use futures_util::StreamExt;
 use protocol::{ClientFrame, ServerFrame, Since};
@@ -44,7 +44,7 @@ async fn connect(
     since: Option<Since>,
     seen: &mut Seen,
 ) -> anyhow::Result<(Ws, String, Since)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let mut ws = open(url).await?;
     send(
         &mut ws,
         &ClientFrame::Hello {

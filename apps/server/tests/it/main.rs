@@ -8,6 +8,7 @@
 //! - `limits`: every error code, the flood rule, the frame size limit, the
 //!   rate limit, slow consumers, per-IP and origin checks on the upgrade.
 //! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
+//! - `transport`: the upgrade's answers and fragmented writes, on the wire.
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
 //!   Redis engine across instances (ordering, kill -9, Redis restarts and
 //!   wipes, pub/sub loss, presence expiry, TLS).
@@ -18,3 +19,4 @@ mod lifecycle;
 mod limits;
 mod procs;
 mod support;
+mod transport;
