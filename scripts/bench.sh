@@ -60,7 +60,7 @@ run --label "fan-out small: 10 rooms x 20 members, 2 senders/room at 20/s" \
 run --label "fan-out large: 1 room x 1000 members, 1 sender at 50/s" \
   fanout --rooms 1 --members 1000 --senders 1 --rate 50 --duration 10 --warmup 2
 run --label "saturation: 100 rooms x 10 members, 1 sender/room, p99 < 100 ms" \
-  saturation --rooms 100 --members 10 --senders 1 --start-rate 5 --factor 2 --max-steps 6 \
+  saturation --rooms 100 --members 10 --senders 1 --start-rate 5 --factor 2 --max-steps 6 --refine 2 \
   --step-duration 4 --p99-bound-ms 100
 run --label "churn: 1,000 clients force-closed every ~15 s, 10 rooms, 1 sender/room at 5/s" \
   churn --clients 1000 --rooms 10 --senders 1 --rate 5 --every 15 --duration 30

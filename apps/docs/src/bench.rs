@@ -207,10 +207,10 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             </tbody>
         </table>
         <h2 id="saturation">"Saturation"</h2>
-        <p>"The per-sender rate doubles step by step (fresh rooms each step); the best step is the highest with zero loss, duplicates and reordering and p99 under the bound."</p>
+        <p>"The per-sender rate doubles step by step (fresh rooms each step), then bisects between the last rate that passed and the first that failed; the best step is the highest with zero loss, duplicates and reordering and p99 under the bound. Steps that failed are marked ✗."</p>
         <table class="docs-table docs-bench">
             <thead>
-                <tr><th>"run"</th><th>"best rate per sender"</th><th>"deliveries/s"</th><th>"p99 ms"</th><th>"steps tried"</th></tr>
+                <tr><th>"run"</th><th>"best rate per sender"</th><th>"deliveries/s"</th><th>"p99 ms"</th><th>"steps (msg/s per sender)"</th></tr>
             </thead>
             <tbody>
                 {saturation
@@ -223,7 +223,7 @@ pub(crate) fn Benchmarks() -> impl IntoView {
                                 <td>{fmt(f["best_rate_per_sender"].as_f64())}</td>
                                 <td>{fmt(f["best_deliveries_per_s"].as_f64())}</td>
                                 <td>{fmt(f["best_latency_ms"]["p99"].as_f64())}</td>
-                                <td>{f["steps"].as_array().map_or(0, Vec::len)}</td>
+                                <td>{saturation_steps(&f["steps"])}</td>
                             </tr>
                         }
                     })
@@ -256,5 +256,37 @@ pub(crate) fn Benchmarks() -> impl IntoView {
                     .collect_view()}
             </tbody>
         </table>
+    }
+}
+
+/// The rates a saturation run tried, in order, failed ones marked.
+fn saturation_steps(steps: &Value) -> String {
+    steps
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    let mark = if s["passed"] == true { "" } else { " ✗" };
+                    format!("{}{mark}", fmt(s["rate"].as_f64()))
+                })
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturation_steps_read_in_order_with_failures_marked() {
+        let steps = serde_json::json!([
+            {"rate": 5.0, "passed": true}, {"rate": 10.0, "passed": true},
+            {"rate": 20.0, "passed": false}, {"rate": 15.0, "passed": true},
+        ]);
+        assert_eq!(saturation_steps(&steps), "5 → 10 → 20 ✗ → 15");
+        assert_eq!(saturation_steps(&Value::Null), "");
     }
 }

@@ -89,6 +89,10 @@ enum Mode {
         /// A step passes only with p99 latency under this, in ms.
         #[arg(long, default_value_t = 100.0)]
         p99_bound_ms: f64,
+        /// After the first failing step, this many bisection steps between
+        /// the last passing rate and the failing one.
+        #[arg(long, default_value_t = 2)]
+        refine: usize,
     },
     /// Every receiver is force-closed and reconnects with `since` about every
     /// `every` seconds while senders keep sending: delivered %, duplicates,
@@ -437,12 +441,13 @@ async fn saturation(
     max_steps: usize,
     step_duration: u64,
     p99_bound_ms: f64,
+    refine: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let mut steps = Vec::new();
-    let mut best: Option<serde_json::Value> = None;
-    let mut rate = start_rate;
     let run_id = now_us() % 1_000_000;
-    for step in 0..max_steps {
+    // Runs one step; records it; returns the run when it passed.
+    let mut step = async |rate: f64| -> anyhow::Result<Option<serde_json::Value>> {
+        let n = steps.len();
         let spec = FanoutSpec {
             rooms,
             members,
@@ -450,9 +455,9 @@ async fn saturation(
             rate,
             duration: step_duration,
             warmup: 1,
-            prefix: format!("sat{run_id}-{step}"),
+            prefix: format!("sat{run_id}-{n}"),
         };
-        eprintln!("saturation step {step}: {rate:.1} msg/s per sender");
+        eprintln!("saturation step {n}: {rate:.1} msg/s per sender");
         let r = fanout(urls, &spec).await?;
         let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
         let clean = r["lost"] == 0 && r["duplicates"] == 0 && r["out_of_order"] == 0;
@@ -461,12 +466,38 @@ async fn saturation(
             "rate": rate, "passed": passed, "p99_ms": p99,
             "deliveries_per_s": r["deliveries_per_s"], "lost": r["lost"],
         }));
-        if !passed {
-            break;
+        Ok(passed.then_some(r))
+    };
+    let mut best: Option<(f64, serde_json::Value)> = None;
+    let mut failed_at = None;
+    let mut rate = start_rate;
+    for _ in 0..max_steps {
+        match step(rate).await? {
+            Some(r) => best = Some((rate, r)),
+            None => {
+                failed_at = Some(rate);
+                break;
+            }
         }
-        best = Some(r);
         rate *= factor;
     }
+    // Bisect between the last rate that passed and the one that failed.
+    if let (Some(mut low), Some(mut high)) = (best.as_ref().map(|b| b.0), failed_at) {
+        for _ in 0..refine {
+            let mid = ((low + high) / 2.0).round();
+            if mid <= low || mid >= high {
+                break;
+            }
+            match step(mid).await? {
+                Some(r) => {
+                    best = Some((mid, r));
+                    low = mid;
+                }
+                None => high = mid,
+            }
+        }
+    }
+    let best = best.map(|b| b.1);
     Ok(serde_json::json!({
         "mode": "saturation", "rooms": rooms, "members": members, "senders": senders,
         "p99_bound_ms": p99_bound_ms,
@@ -564,6 +595,7 @@ async fn main() -> anyhow::Result<()> {
             max_steps,
             step_duration,
             p99_bound_ms,
+            refine,
         } => {
             saturation(
                 &cli.urls,
@@ -575,6 +607,7 @@ async fn main() -> anyhow::Result<()> {
                 max_steps,
                 step_duration,
                 p99_bound_ms,
+                refine,
             )
             .await?
         }
