@@ -158,7 +158,7 @@ async fn recv(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
 /// read, and at its 128 KiB default that memset was 30 % of this program's
 /// CPU in a fan-out run (perf), time taken from the servers it measures.
 async fn open(url: &str) -> anyhow::Result<Ws> {
-    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let config = WebSocketConfig::default().read_buffer_size(1024);
     let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .with_context(|| format!("connecting to {url}"))?;
