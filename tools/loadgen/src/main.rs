@@ -41,6 +41,12 @@ struct Cli {
     /// Label of this run in the output.
     #[arg(long, default_value = "run")]
     label: String,
+    /// Spread client sockets over this many source addresses 127.0.0.1,
+    /// 127.0.0.2, … (ws:// to a loopback server only). Each source address
+    /// has its own ~28k ephemeral ports per server address, so use it when
+    /// one runs short (tens of thousands of connections).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    source_ips: u8,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -159,10 +165,51 @@ async fn recv(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
 /// CPU in a fan-out run (perf), time taken from the servers it measures.
 async fn open(url: &str) -> anyhow::Result<Ws> {
     let config = WebSocketConfig::default().read_buffer_size(1024);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let sources = SOURCE_IPS.get().copied().unwrap_or(1);
+    if sources == 1 {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        return Ok(ws);
+    }
+    // Round-robin over 127.0.0.1..=127.0.0.N as the source address.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % u64::from(sources);
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + n as u8);
+    let target = loopback_target(url)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let stream = socket
+        .connect(target)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| format!("connecting to {url} from {source}"))?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .with_context(|| format!("upgrading {url}"))?;
     Ok(ws)
+}
+
+/// How many source addresses [`open`] spreads sockets over (`--source-ips`).
+static SOURCE_IPS: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+
+/// The socket address of a `ws://` URL to a loopback server.
+fn loopback_target(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .with_context(|| format!("--source-ips needs ws:// URLs, not {url}"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr: std::net::SocketAddr = authority
+        .parse()
+        .with_context(|| format!("--source-ips needs an IP:port in {url}"))?;
+    if !addr.ip().is_loopback() {
+        bail!("--source-ips spreads over 127.0.0.x: {url} is not a loopback server");
+    }
+    Ok(addr)
 }
 
 /// Connects, says hello and joins `room`; returns the socket.
@@ -566,6 +613,7 @@ fn print_table(label: &str, v: &serde_json::Value) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    SOURCE_IPS.set(cli.source_ips).expect("set once");
     let result = match cli.mode {
         Mode::Fanout {
             rooms,
@@ -633,4 +681,20 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ips_need_a_loopback_ws_url_with_an_ip() {
+        assert_eq!(
+            loopback_target("ws://127.0.0.1:3001/ws").unwrap(),
+            "127.0.0.1:3001".parse().unwrap()
+        );
+        assert!(loopback_target("wss://127.0.0.1:3001/ws").is_err());
+        assert!(loopback_target("ws://localhost:3001/ws").is_err());
+        assert!(loopback_target("ws://10.0.0.1:3001/ws").is_err());
+    }
 }
