@@ -26,7 +26,7 @@ pub mod session;
 pub mod ws;
 
 use crate::config::Config;
-use crate::connection::ConnContext;
+use crate::connection::{ConnContext, Live};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::RedisEngine;
 use crate::engine::{Engine, RecoveryLimits};
@@ -102,6 +102,16 @@ pub async fn run(
         hub,
         sessions: Sessions::new(&secret, config.token_ttl),
         shutdown: shutdown.clone(),
+        live: Live::default(),
+    });
+    // Connections past `hello` learn of the shutdown through their outbox.
+    tracker.spawn({
+        let conn = conn.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            conn.live.shut_down();
+        }
     });
     let state = http::AppState {
         leptos: leptos_options(&config, local),
@@ -131,7 +141,8 @@ pub async fn run(
         .context("http server")?;
 
     // Upgraded sockets are not covered by axum's graceful shutdown: each
-    // connection saw the token, sent `reconnect` and closes; wait for them.
+    // connection was told (token or outbox), sent `reconnect` and closes;
+    // wait for them.
     tracker.close();
     if tokio::time::timeout(config.shutdown_deadline, tracker.wait())
         .await
