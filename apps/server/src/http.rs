@@ -353,6 +353,29 @@ mod tests {
         assert_eq!(docs_context().metrics.len(), m::ALL.len());
     }
 
+    /// README's configuration table is written by hand; this keeps it
+    /// listing every visible flag with its env var and default.
+    #[test]
+    fn readme_lists_every_visible_flag_with_its_env_and_default() {
+        const README: &str = include_str!("../../../README.md");
+        for o in config_options() {
+            let env = o.env.as_deref().unwrap_or_default();
+            let row = format!("| `{}` | `{env}` |", o.flag);
+            let line = README
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("README has no row starting {row:?}"));
+            if let Some(default) = o.default.as_deref().filter(|d| !d.is_empty()) {
+                assert!(
+                    line.contains(&format!("| {default} |"))
+                        || line.contains(&format!("| `{default}` |")),
+                    "README's row of {} does not give the default {default:?}: {line}",
+                    o.flag
+                );
+            }
+        }
+    }
+
     #[test]
     fn ip_slots_are_counted_and_released() {
         let limits = IpLimits::new(2);
