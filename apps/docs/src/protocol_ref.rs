@@ -293,6 +293,12 @@ pub(crate) fn ProtocolReference() -> impl IntoView {
             "both sides. Timestamps are milliseconds since the Unix epoch. Every example below is "
             "serialised from the " <code>"protocol"</code> " crate's types."
         </p>
+        <p>
+            "The server writes a message longer than 1 KiB as WebSocket fragments (RFC 6455 §5.4), "
+            "so that no socket keeps a large write buffer. Browsers and WebSocket libraries "
+            "reassemble them; a client that reads raw frames must join continuation frames "
+            "until " <code>"FIN"</code> "."
+        </p>
         <h2 id="client-frames">"Client → server"</h2>
         <table class="docs-table docs-frames">
             <thead><tr><th>"type"</th><th>"example"</th></tr></thead>
