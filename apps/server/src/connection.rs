@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self as tungstenite, Message, Utf8Bytes};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// What every connection of an instance shares.
@@ -41,35 +40,48 @@ pub struct ConnContext {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
     pub sessions: Sessions,
-    /// Cancelled when the instance shuts down: connections send `reconnect`
-    /// and close with 1012 (told through [`Live::shut_down`] once past
-    /// `hello`).
-    pub shutdown: CancellationToken,
+    /// Open connections; [`Live::shut_down`] when the instance stops.
     pub live: Live,
 }
 
-/// The outboxes of this instance's open connections. Shutdown reaches each
-/// connection through the outbox it already watches: polling the shutdown
-/// token instead meant locking a mutex per connection on every delivery
-/// (one shared mutex for clones of the token; fan-out 1 × 1000 p99 went
-/// from ~17 to ~14 ms without it).
+/// The outboxes of this instance's open connections, and whether it is
+/// shutting down. Shutdown reaches each connection, in `hello` or after,
+/// through the outbox it already watches (a kick with 1012: it sends
+/// `reconnect` and closes). Polling a shutdown token instead meant locking a
+/// mutex per connection on every delivery (one shared mutex for clones of
+/// the token; fan-out 1 × 1000 p99 went from ~17 to ~14 ms without it).
 #[derive(Debug, Default)]
 pub struct Live {
-    outboxes: std::sync::Mutex<std::collections::HashMap<ConnId, Arc<Outbox>>>,
+    state: std::sync::Mutex<LiveState>,
+}
+
+#[derive(Debug, Default)]
+struct LiveState {
+    outboxes: std::collections::HashMap<ConnId, Arc<Outbox>>,
+    closing: bool,
 }
 
 impl Live {
+    /// Registers a connection; one that arrives during shutdown is told at
+    /// once.
     fn add(&self, id: ConnId, outbox: Arc<Outbox>) {
-        self.outboxes.lock().expect("live lock").insert(id, outbox);
+        let mut state = self.state.lock().expect("live lock");
+        if state.closing {
+            outbox.kick(CloseCode::ServiceRestart);
+        }
+        state.outboxes.insert(id, outbox);
     }
 
     fn remove(&self, id: ConnId) {
-        self.outboxes.lock().expect("live lock").remove(&id);
+        self.state.lock().expect("live lock").outboxes.remove(&id);
     }
 
-    /// Asks every open connection to send `reconnect` and close with 1012.
+    /// Asks every open connection, and every later one, to send
+    /// `reconnect` and close with 1012.
     pub fn shut_down(&self) {
-        for outbox in self.outboxes.lock().expect("live lock").values() {
+        let mut state = self.state.lock().expect("live lock");
+        state.closing = true;
+        for outbox in state.outboxes.values() {
             outbox.kick(CloseCode::ServiceRestart);
         }
     }
@@ -114,12 +126,7 @@ pub fn serve(
         server = %ctx.config.instance_id
     );
     let mut conn = Connection::new(socket, ctx, id);
-    // Registered before looking at the token: a shutdown either sees this
-    // outbox or is seen here.
     conn.ctx.live.add(id, conn.outbox.clone());
-    if conn.ctx.shutdown.is_cancelled() {
-        conn.outbox.kick(CloseCode::ServiceRestart);
-    }
     async move {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let end = conn.run().await;
@@ -205,10 +212,14 @@ impl Connection {
     async fn hello(&mut self) -> Result<(), End> {
         let deadline = tokio::time::sleep(self.ctx.config.hello_timeout);
         tokio::pin!(deadline);
-        let shutdown = self.ctx.shutdown.clone();
+        let outbox = self.outbox.clone();
         let frame = loop {
             let msg = tokio::select! {
-                _ = shutdown.cancelled() => return Err(self.shutting_down().await),
+                // Nothing is queued before a join: this is a kick (shutdown).
+                () = outbox.ready() => {
+                    self.forward().await?;
+                    continue;
+                }
                 _ = &mut deadline => {
                     self.error(ErrorCode::Unauthorized, "no hello in time", None).await?;
                     return Err(End::Close(CloseCode::PolicyViolation, "no hello"));

@@ -101,10 +101,9 @@ pub async fn run(
         config: config.clone(),
         hub,
         sessions: Sessions::new(&secret, config.token_ttl),
-        shutdown: shutdown.clone(),
         live: Live::default(),
     });
-    // Connections past `hello` learn of the shutdown through their outbox.
+    // Connections learn of the shutdown through their outbox.
     tracker.spawn({
         let conn = conn.clone();
         let shutdown = shutdown.clone();
@@ -141,7 +140,7 @@ pub async fn run(
         .context("http server")?;
 
     // Upgraded sockets are not covered by axum's graceful shutdown: each
-    // connection was told (token or outbox), sent `reconnect` and closes;
+    // connection was told through its outbox, sent `reconnect` and closes;
     // wait for them.
     tracker.close();
     if tokio::time::timeout(config.shutdown_deadline, tracker.wait())
