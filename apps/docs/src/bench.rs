@@ -150,111 +150,72 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             "rate. Latency is from the send to each delivery; lost, duplicated and out-of-order "
             "deliveries are counted against the expected set."
         </p>
-        <table class="docs-table docs-bench">
-            <thead>
-                <tr>
-                    <th>"run"</th><th>"sent"</th><th>"delivered"</th><th>"deliveries/s"</th>
-                    <th>"lost"</th><th>"dup."</th><th>"out of order"</th>
-                    <th>"p50 ms"</th><th>"p99 ms"</th><th>"max ms"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {fanout
-                    .iter()
-                    .map(|r| {
-                        view! {
-                            <tr>
-                                <td>{r.label.clone()}</td>
-                                <td>{fmt(r.num("sent"))}</td>
-                                <td>{fmt(r.num("delivered"))}</td>
-                                <td>{fmt(r.num("deliveries_per_s"))}</td>
-                                <td>{fmt(r.num("lost"))}</td>
-                                <td>{fmt(r.num("duplicates"))}</td>
-                                <td>{fmt(r.num("out_of_order"))}</td>
-                                <td>{fmt(r.latency("p50"))}</td>
-                                <td>{fmt(r.latency("p99"))}</td>
-                                <td>{fmt(r.latency("max"))}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+        {runs_table(&fanout, &[
+            ("sent", |r| fmt(r.num("sent"))),
+            ("delivered", |r| fmt(r.num("delivered"))),
+            ("deliveries/s", |r| fmt(r.num("deliveries_per_s"))),
+            ("lost", |r| fmt(r.num("lost"))),
+            ("dup.", |r| fmt(r.num("duplicates"))),
+            ("out of order", |r| fmt(r.num("out_of_order"))),
+            ("p50 ms", |r| fmt(r.latency("p50"))),
+            ("p99 ms", |r| fmt(r.latency("p99"))),
+            ("max ms", |r| fmt(r.latency("max"))),
+        ])}
         <figure class="docs-figure"><div inner_html=rate_chart></div></figure>
         <figure class="docs-figure"><div inner_html=p99_chart></div></figure>
         <h2 id="idle">"Idle connections"</h2>
         <p>"Connections that joined a room and wait: the memory each costs the instances (growth of their resident set size)."</p>
-        <table class="docs-table docs-bench">
-            <thead>
-                <tr><th>"run"</th><th>"connections"</th><th>"rooms"</th><th>"RSS before KiB"</th><th>"RSS after KiB"</th><th>"bytes per connection"</th></tr>
-            </thead>
-            <tbody>
-                {idle
-                    .iter()
-                    .map(|r| {
-                        view! {
-                            <tr>
-                                <td>{r.label.clone()}</td>
-                                <td>{fmt(r.num("connections"))}</td>
-                                <td>{fmt(r.num("rooms"))}</td>
-                                <td>{fmt(r.num("rss_before_kib"))}</td>
-                                <td>{fmt(r.num("rss_after_kib"))}</td>
-                                <td>{fmt(r.num("bytes_per_connection"))}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+        {runs_table(&idle, &[
+            ("connections", |r| fmt(r.num("connections"))),
+            ("rooms", |r| fmt(r.num("rooms"))),
+            ("RSS before KiB", |r| fmt(r.num("rss_before_kib"))),
+            ("RSS after KiB", |r| fmt(r.num("rss_after_kib"))),
+            ("bytes per connection", |r| fmt(r.num("bytes_per_connection"))),
+        ])}
         <h2 id="saturation">"Saturation"</h2>
         <p>"The per-sender rate doubles step by step (fresh rooms each step), then bisects between the last rate that passed and the first that failed; the best step is the highest with zero loss, duplicates and reordering and p99 under the bound. Steps that failed are marked ✗."</p>
-        <table class="docs-table docs-bench">
-            <thead>
-                <tr><th>"run"</th><th>"best rate per sender"</th><th>"deliveries/s"</th><th>"p99 ms"</th><th>"steps (msg/s per sender)"</th></tr>
-            </thead>
-            <tbody>
-                {saturation
-                    .iter()
-                    .map(|r| {
-                        let f = &r.fields;
-                        view! {
-                            <tr>
-                                <td>{r.label.clone()}</td>
-                                <td>{fmt(f["best_rate_per_sender"].as_f64())}</td>
-                                <td>{fmt(f["best_deliveries_per_s"].as_f64())}</td>
-                                <td>{fmt(f["best_latency_ms"]["p99"].as_f64())}</td>
-                                <td>{saturation_steps(&f["steps"])}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+        {runs_table(&saturation, &[
+            ("best rate per sender", |r| fmt(r.fields["best_rate_per_sender"].as_f64())),
+            ("deliveries/s", |r| fmt(r.fields["best_deliveries_per_s"].as_f64())),
+            ("p99 ms", |r| fmt(r.fields["best_latency_ms"]["p99"].as_f64())),
+            ("steps (msg/s per sender)", |r| saturation_steps(&r.fields["steps"])),
+        ])}
         <h2 id="churn">"Churn"</h2>
         <p>"Every receiver is force-closed and reconnects (to the next instance) with its token and since, while senders keep sending: what recovery by offset promises."</p>
+        {runs_table(&churn, &[
+            ("expected", |r| fmt(r.num("expected_deliveries"))),
+            ("delivered %", |r| fmt(r.num("delivered_pct"))),
+            ("duplicates", |r| fmt(r.num("duplicates"))),
+            ("reconnects", |r| fmt(r.num("reconnects"))),
+            ("replay p50 ms", |r| fmt(r.fields["replay_ms"]["p50"].as_f64())),
+            ("replay p99 ms", |r| fmt(r.fields["replay_ms"]["p99"].as_f64())),
+        ])}
+    }
+}
+
+/// A cell of a runs table, from one run.
+type Cell = fn(&BenchRun) -> String;
+
+/// A table of runs: the run's label, then one column per `(heading, cell)`.
+fn runs_table(runs: &[BenchRun], columns: &[(&'static str, Cell)]) -> impl IntoView {
+    let headings = columns
+        .iter()
+        .map(|(heading, _)| view! { <th>{*heading}</th> })
+        .collect_view();
+    let rows = runs
+        .iter()
+        .map(|r| {
+            let cells = columns
+                .iter()
+                .map(|(_, cell)| view! { <td>{cell(r)}</td> })
+                .collect_view();
+            view! { <tr><td>{r.label.clone()}</td>{cells}</tr> }
+        })
+        .collect_view();
+    view! {
         <table class="docs-table docs-bench">
-            <thead>
-                <tr><th>"run"</th><th>"expected"</th><th>"delivered %"</th><th>"duplicates"</th><th>"reconnects"</th><th>"replay p50 ms"</th><th>"replay p99 ms"</th></tr>
-            </thead>
-            <tbody>
-                {churn
-                    .iter()
-                    .map(|r| {
-                        let f = &r.fields;
-                        view! {
-                            <tr>
-                                <td>{r.label.clone()}</td>
-                                <td>{fmt(r.num("expected_deliveries"))}</td>
-                                <td>{fmt(r.num("delivered_pct"))}</td>
-                                <td>{fmt(r.num("duplicates"))}</td>
-                                <td>{fmt(r.num("reconnects"))}</td>
-                                <td>{fmt(f["replay_ms"]["p50"].as_f64())}</td>
-                                <td>{fmt(f["replay_ms"]["p99"].as_f64())}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
+            <thead><tr><th>"run"</th>{headings}</tr></thead>
+            <tbody>{rows}</tbody>
         </table>
     }
 }
