@@ -285,10 +285,8 @@ struct Tally {
     delivered: u64,
     duplicates: u64,
     out_of_order: u64,
-    /// (sender, seq) → highest sequence seen per sender.
+    /// Highest sequence seen per sender.
     last: HashMap<u32, u64>,
-    /// Distinct sequence numbers received per sender (for loss).
-    unique: HashMap<u32, u64>,
     latencies_us: Vec<u64>,
 }
 
@@ -413,7 +411,6 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
                     continue;
                 }
                 *last = seq;
-                *t.unique.entry(sender).or_insert(0) += 1;
                 t.delivered += 1;
                 received.fetch_add(1, Ordering::Relaxed);
                 if measuring.load(Ordering::Relaxed) {
