@@ -96,16 +96,34 @@ async fn connect(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    urls: &[String],
-    clients: usize,
-    rooms: usize,
-    senders: usize,
-    rate: f64,
-    every: f64,
-    duration: u64,
-) -> anyhow::Result<serde_json::Value> {
+/// The `churn` mode's settings.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct ChurnArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) clients: usize,
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rooms: usize,
+    /// Senders per room (extra connections, not churned).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) senders: usize,
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) rate: f64,
+    /// Mean seconds between forced reconnects of one client.
+    #[arg(long, default_value_t = 15.0)]
+    pub(crate) every: f64,
+    #[arg(long, default_value_t = 30)]
+    pub(crate) duration: u64,
+}
+
+pub(crate) async fn run(urls: &[String], args: &ChurnArgs) -> anyhow::Result<serde_json::Value> {
+    let ChurnArgs {
+        clients,
+        rooms,
+        senders,
+        rate,
+        every,
+        duration,
+    } = *args;
     if rooms == 0 || clients < rooms || rate <= 0.0 || every <= 0.0 {
         bail!("need clients >= rooms > 0 and positive rate and interval");
     }

@@ -74,51 +74,11 @@ enum Mode {
     },
     /// Raise the per-sender rate step by step (fresh rooms each step);
     /// report the highest step with zero loss and p99 under the bound.
-    Saturation {
-        #[arg(long, default_value_t = 100)]
-        rooms: usize,
-        #[arg(long, default_value_t = 10)]
-        members: usize,
-        #[arg(long, default_value_t = 1)]
-        senders: usize,
-        /// Rate of the first step, messages per second per sender.
-        #[arg(long, default_value_t = 1.0)]
-        start_rate: f64,
-        /// Each step multiplies the rate by this.
-        #[arg(long, default_value_t = 2.0)]
-        factor: f64,
-        #[arg(long, default_value_t = 8)]
-        max_steps: usize,
-        /// Measured seconds per step.
-        #[arg(long, default_value_t = 5)]
-        step_duration: u64,
-        /// A step passes only with p99 latency under this, in ms.
-        #[arg(long, default_value_t = 100.0)]
-        p99_bound_ms: f64,
-        /// After the first failing step, this many bisection steps between
-        /// the last passing rate and the failing one.
-        #[arg(long, default_value_t = 2)]
-        refine: usize,
-    },
+    Saturation(SaturationArgs),
     /// Every receiver is force-closed and reconnects with `since` about every
     /// `every` seconds while senders keep sending: delivered %, duplicates,
     /// and how long the replay (reconnect → `joined`) takes.
-    Churn {
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 10)]
-        rooms: usize,
-        /// Senders per room (extra connections, not churned).
-        #[arg(long, default_value_t = 1)]
-        senders: usize,
-        #[arg(long, default_value_t = 5.0)]
-        rate: f64,
-        /// Mean seconds between forced reconnects of one client.
-        #[arg(long, default_value_t = 15.0)]
-        every: f64,
-        #[arg(long, default_value_t = 30)]
-        duration: u64,
-    },
+    Churn(churn::ChurnArgs),
     /// Hold connections and report server memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -132,6 +92,35 @@ enum Mode {
         #[arg(long, default_value_t = 3)]
         settle: u64,
     },
+}
+
+/// The `saturation` mode's settings.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct SaturationArgs {
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Rate of the first step, messages per second per sender.
+    #[arg(long, default_value_t = 1.0)]
+    start_rate: f64,
+    /// Each step multiplies the rate by this.
+    #[arg(long, default_value_t = 2.0)]
+    factor: f64,
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 5)]
+    step_duration: u64,
+    /// A step passes only with p99 latency under this, in ms.
+    #[arg(long, default_value_t = 100.0)]
+    p99_bound_ms: f64,
+    /// After the first failing step, this many bisection steps between
+    /// the last passing rate and the failing one.
+    #[arg(long, default_value_t = 2)]
+    refine: usize,
 }
 
 fn now_us() -> u64 {
@@ -474,19 +463,18 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn saturation(
-    urls: &[String],
-    rooms: usize,
-    members: usize,
-    senders: usize,
-    start_rate: f64,
-    factor: f64,
-    max_steps: usize,
-    step_duration: u64,
-    p99_bound_ms: f64,
-    refine: usize,
-) -> anyhow::Result<serde_json::Value> {
+async fn saturation(urls: &[String], args: &SaturationArgs) -> anyhow::Result<serde_json::Value> {
+    let SaturationArgs {
+        rooms,
+        members,
+        senders,
+        start_rate,
+        factor,
+        max_steps,
+        step_duration,
+        p99_bound_ms,
+        refine,
+    } = *args;
     let mut steps = Vec::new();
     let run_id = now_us() % 1_000_000;
     // Runs one step; records it; returns the run when it passed.
@@ -631,39 +619,8 @@ async fn main() -> anyhow::Result<()> {
             };
             fanout(&cli.urls, &spec).await?
         }
-        Mode::Saturation {
-            rooms,
-            members,
-            senders,
-            start_rate,
-            factor,
-            max_steps,
-            step_duration,
-            p99_bound_ms,
-            refine,
-        } => {
-            saturation(
-                &cli.urls,
-                rooms,
-                members,
-                senders,
-                start_rate,
-                factor,
-                max_steps,
-                step_duration,
-                p99_bound_ms,
-                refine,
-            )
-            .await?
-        }
-        Mode::Churn {
-            clients,
-            rooms,
-            senders,
-            rate,
-            every,
-            duration,
-        } => churn::run(&cli.urls, clients, rooms, senders, rate, every, duration).await?,
+        Mode::Saturation(args) => saturation(&cli.urls, &args).await?,
+        Mode::Churn(args) => churn::run(&cli.urls, &args).await?,
         Mode::Idle {
             connections,
             rooms,
