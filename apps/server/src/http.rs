@@ -23,17 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio_util::task::TaskTracker;
 
-/// Largest WebSocket message the transport reads at all. Frames between the
-/// protocol's 64 KiB and this are read, then refused with close 1009 by the
-/// codec; beyond it the transport itself gives up on the socket.
-const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
-
-/// Read buffer of each socket. tungstenite allocates it eagerly (128 KiB by
-/// default, which made an idle connection cost ~145 KB); chat frames are
-/// small, and the buffer still grows for a large one (up to the 64 KiB
-/// limit, tested).
-const READ_BUFFER: usize = 1024;
-
 /// State of the router.
 #[derive(Clone)]
 pub struct AppState {
@@ -175,8 +164,7 @@ async fn ws_upgrade(
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let tracked = state.tracker.token();
     let ctx = state.conn.clone();
-    let config = ws::config(TRANSPORT_MAX_MESSAGE, READ_BUFFER);
-    upgrade.on_upgrade(config, move |socket| async move {
+    upgrade.on_upgrade(move |socket| async move {
         connection::serve(socket, ctx, id).await;
         drop(slot);
         drop(tracked);

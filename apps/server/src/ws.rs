@@ -35,15 +35,23 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// keeps at most about two fragments of write buffer.
 pub const FRAGMENT: usize = 1024;
 
-/// The socket settings every connection gets: `max_message` bounds what is
-/// read at all; `read_buffer` is allocated up front (tungstenite's default
-/// is 128 KiB, which made an idle connection cost ~145 KB) and grows for a
-/// larger frame.
-pub fn config(max_message: usize, read_buffer: usize) -> WebSocketConfig {
+/// Largest WebSocket message the transport reads at all. Frames between the
+/// protocol's 64 KiB and this are read, then refused with close 1009 by the
+/// codec; beyond it the transport itself gives up on the socket.
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// Read buffer of each socket. tungstenite allocates it up front (128 KiB
+/// by default, which made an idle connection cost ~145 KB); chat frames are
+/// small, and the buffer still grows for a large one (up to the 64 KiB
+/// limit, tested).
+const READ_BUFFER: usize = 1024;
+
+/// The socket settings every connection gets.
+fn config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-        .read_buffer_size(read_buffer)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(FRAGMENT)
 }
 
@@ -53,22 +61,15 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
 }
 
-/// Why a request is not a WebSocket upgrade.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refused(pub StatusCode, pub &'static str);
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
-    }
-}
+/// Why a request is not a WebSocket upgrade: the status and a reason.
+type Refused = (StatusCode, &'static str);
 
 impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Upgrade, Refused> {
         let key = check(&parts.method, &parts.headers)?;
-        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or(Refused(
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or((
             StatusCode::UPGRADE_REQUIRED,
             "this connection cannot be upgraded",
         ))?;
@@ -79,7 +80,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 /// Checks the request line and headers of an upgrade; returns its key.
 fn check(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
     if method != Method::GET {
-        return Err(Refused(
+        return Err((
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket upgrade is a GET",
         ));
@@ -91,7 +92,7 @@ fn check(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err(Refused(
+        return Err((
             StatusCode::UPGRADE_REQUIRED,
             "expected a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
         ));
@@ -100,23 +101,20 @@ fn check(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err(Refused(
+        return Err((
             StatusCode::BAD_REQUEST,
             "unsupported Sec-WebSocket-Version (13 expected)",
         ));
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if !key.is_empty() => Ok(key.clone()),
-        _ => Err(Refused(
-            StatusCode::BAD_REQUEST,
-            "missing Sec-WebSocket-Key",
-        )),
+        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
     }
 }
 
 impl Upgrade {
     /// Answers 101 and runs `serve` on the socket once hyper hands it over.
-    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    pub fn on_upgrade<F, Fut>(self, serve: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -129,7 +127,7 @@ impl Upgrade {
                     let socket = WebSocketStream::from_raw_socket(
                         TokioIo::new(upgraded),
                         Role::Server,
-                        Some(config),
+                        Some(config()),
                     )
                     .await;
                     serve(socket).await;
