@@ -1,14 +1,21 @@
-//! Codec: one WebSocket message in, a [`ClientFrame`] or a typed error out.
-//! Pure, no socket: size limits and JSON rules are checked here and
-//! unit-tested on plain values (the connection task only acts on the result).
+//! Codec: one WebSocket message in, a [`ClientFrame`] or a typed error
+//! out; a [`ServerFrame`] in, the text of one WebSocket message out. Pure,
+//! no socket: size limits and JSON rules are checked here and unit-tested
+//! on plain values (the connection task only acts on the result).
 
 use protocol::limits::MAX_CLIENT_FRAME_BYTES;
-use protocol::ClientFrame;
-use tokio_tungstenite::tungstenite::Message;
+use protocol::{ClientFrame, ServerFrame};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Encodes a server frame as the text of one WebSocket message. The hub
+/// calls it once per room message and shares the bytes with every member.
+pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
+}
 
 /// What one incoming WebSocket message is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Frame(ClientFrame),
     /// A control message (ping/pong) or a close: nothing for the protocol.
     Control,
@@ -17,7 +24,7 @@ pub enum Decoded {
 
 /// Why an incoming message is not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Over the 64 KiB limit: the socket is closed with 1009.
     #[error("frame of {0} bytes is over the {MAX_CLIENT_FRAME_BYTES}-byte limit")]
     TooLarge(usize),
@@ -28,7 +35,7 @@ pub enum DecodeError {
 }
 
 /// Decodes one WebSocket message.
-pub fn decode(msg: &Message) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode(msg: &Message) -> Result<Decoded, DecodeError> {
     match msg {
         Message::Text(text) => decode_text(text.as_str()).map(Decoded::Frame),
         Message::Binary(bytes) => {
@@ -47,7 +54,7 @@ pub fn decode(msg: &Message) -> Result<Decoded, DecodeError> {
 }
 
 /// Decodes one text frame.
-pub fn decode_text(text: &str) -> Result<ClientFrame, DecodeError> {
+pub(crate) fn decode_text(text: &str) -> Result<ClientFrame, DecodeError> {
     if text.len() > MAX_CLIENT_FRAME_BYTES {
         return Err(DecodeError::TooLarge(text.len()));
     }

@@ -25,15 +25,15 @@ use tokio_util::task::TaskTracker;
 
 /// State of the router.
 #[derive(Clone)]
-pub struct AppState {
-    pub leptos: LeptosOptions,
-    pub conn: Arc<ConnContext>,
-    pub metrics: PrometheusHandle,
-    pub ip_limits: Arc<IpLimits>,
-    /// Every connection task holds a token of this tracker, so shutdown can
-    /// wait for upgraded sockets (axum's graceful shutdown does not).
-    pub tracker: TaskTracker,
-    pub next_conn: Arc<AtomicU64>,
+pub(crate) struct AppState {
+    pub(crate) leptos: LeptosOptions,
+    pub(crate) conn: Arc<ConnContext>,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) ip_limits: Arc<IpLimits>,
+    /// Every connection task runs on this tracker, so shutdown can wait for
+    /// upgraded sockets (axum's graceful shutdown does not).
+    pub(crate) tracker: TaskTracker,
+    pub(crate) next_conn: Arc<AtomicU64>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -43,7 +43,7 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 /// The router of one instance.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let leptos = state.leptos.clone();
     let routes = generate_route_list(web::App);
     Router::new()
@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.conn.hub.ready().await {
+    match state.conn.hub.reachable().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
@@ -94,7 +94,7 @@ fn docs_response(path: &str) -> Response {
 /// What the docs show of this server: its flags (from the clap definition
 /// of [`Args`], so the configuration page cannot drift) and its metrics.
 /// Built once.
-pub fn docs_context() -> &'static docs::DocsContext {
+pub(crate) fn docs_context() -> &'static docs::DocsContext {
     static CONTEXT: OnceLock<docs::DocsContext> = OnceLock::new();
     CONTEXT.get_or_init(|| docs::DocsContext {
         config: config_options(),
@@ -107,7 +107,7 @@ pub fn docs_context() -> &'static docs::DocsContext {
 
 /// Every flag of [`Args`] that `--help` shows, with its env var, default
 /// and help text (the long help when the doc comment has several paragraphs).
-pub fn config_options() -> Vec<docs::ConfigOption> {
+pub(crate) fn config_options() -> Vec<docs::ConfigOption> {
     <Args as clap::CommandFactory>::command()
         .get_arguments()
         .filter(|a| !a.is_hide_set())
@@ -162,18 +162,16 @@ async fn ws_upgrade(
             .into_response();
     };
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let tracked = state.tracker.token();
     let ctx = state.conn.clone();
-    upgrade.on_upgrade(move |socket| async move {
+    upgrade.on_upgrade(&state.tracker, move |socket| async move {
         connection::serve(socket, ctx, id).await;
         drop(slot);
-        drop(tracked);
     })
 }
 
 /// Checks the upgrade's `Origin` against the policy. No `Origin` header: a
 /// non-browser client, accepted.
-pub fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), &'static str> {
+pub(crate) fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), &'static str> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -224,14 +222,14 @@ fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
 }
 
 /// Open WebSockets per client IP.
-pub struct IpLimits {
+pub(crate) struct IpLimits {
     max: usize,
     /// A std mutex: one map update per connect and disconnect.
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl IpLimits {
-    pub fn new(max: usize) -> Arc<IpLimits> {
+    pub(crate) fn new(max: usize) -> Arc<IpLimits> {
         Arc::new(IpLimits {
             max,
             open: Mutex::new(HashMap::new()),
@@ -240,7 +238,7 @@ impl IpLimits {
 
     /// A slot for one more connection from `ip`, released on drop, or `None`
     /// at the limit.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut open = self.open.lock().expect("ip limits lock");
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -255,7 +253,7 @@ impl IpLimits {
 }
 
 /// One open connection counted against its IP.
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     limits: Arc<IpLimits>,
     ip: IpAddr,
 }

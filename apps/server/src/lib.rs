@@ -2,34 +2,38 @@
 //!
 //! Modules, in reading order:
 //! - [`config`]: flags and env, validated once into [`config::Config`].
-//! - [`http`]: routes, the WebSocket upgrade, health, metrics, web UI, docs.
-//! - [`ws`]: the WebSocket upgrade and fragmented writes.
-//! - [`connection`]: one task per socket; the protocol session.
-//! - [`codec`]: WebSocket message → protocol frame, pure.
-//! - [`session`]: signed session tokens.
-//! - [`hub`]: local rooms and members; in-order fan-out of engine events.
-//! - [`outbox`]: the bounded queue between the hub and one connection.
-//! - [`engine`]: what instances share (history, fan-out, presence).
+//! - `http`: routes, the WebSocket upgrade, health, metrics, web UI, docs.
+//! - `ws`: the WebSocket upgrade and fragmented writes.
+//! - `connection`: one task per socket; the protocol session.
+//! - `codec`: WebSocket message ↔ protocol frame, pure.
+//! - `session`: signed session tokens.
+//! - `hub`: local rooms and members; in-order fan-out of engine events.
+//! - `outbox`: the bounded queue between the hub and one connection.
+//! - `engine`: what instances share: a broker (history, fan-out) and a
+//!   presence store, in memory or on Redis.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
-//! Dependencies point one way: http → connection → hub → engine.
+//! Dependencies point one way: http → ws, connection → hub → outbox,
+//! engine; every module may use codec, config and metrics, which use none
+//! of the others. Only `config` and `metrics` are public (for `main`, the
+//! integration tests and the docs' tables).
 
-pub mod codec;
+mod codec;
 pub mod config;
-pub mod connection;
-pub mod engine;
-pub mod http;
-pub mod hub;
+mod connection;
+mod engine;
+mod http;
+mod hub;
 pub mod metrics;
-pub mod outbox;
-pub mod session;
-pub mod ws;
+mod outbox;
+mod session;
+mod ws;
 
 use crate::config::Config;
 use crate::connection::{ConnContext, Live};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::RedisEngine;
-use crate::engine::{Engine, RecoveryLimits};
+use crate::engine::{Broker, PresenceStore, RecoveryLimits};
 use crate::hub::Hub;
 use crate::session::Sessions;
 use anyhow::Context as _;
@@ -61,31 +65,44 @@ pub async fn run(
     let tracker = TaskTracker::new();
 
     let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
-    let engine: Arc<dyn Engine> = match &config.redis {
-        None => Arc::new(MemoryEngine::new(events_tx, config.history_cap)),
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
+        None => {
+            let engine = Arc::new(MemoryEngine::new(events_tx, config.history_cap));
+            (engine.clone(), engine)
+        }
         Some(redis) => {
             // rustls needs one process-wide crypto provider for rediss://;
             // a second install (another server in a test process) is a no-op.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            RedisEngine::start(
+            let engine = RedisEngine::start(
                 redis,
                 config.instance_id.clone(),
                 config.history_cap,
                 config.presence_ttl,
                 events_tx,
+                &tracker,
                 shutdown.child_token(),
             )
-            .context("starting the Redis engine")?
+            .context("starting the Redis engine")?;
+            (engine.clone(), engine)
         }
     };
-    let hub = Arc::new(Hub::new(
-        engine,
+    let hub = Hub::new(
+        broker,
+        presence,
         RecoveryLimits {
             recent: config.join_history,
             max_replay: config.max_replay,
         },
-    ));
+        tracker.clone(),
+        shutdown.clone(),
+    );
     tracker.spawn(Hub::run(Arc::downgrade(&hub), events_rx));
+    tracker.spawn(Hub::refresh_presence(
+        Arc::downgrade(&hub),
+        (config.presence_ttl / 3).max(std::time::Duration::from_millis(50)),
+        shutdown.clone(),
+    ));
 
     let secret = match &config.session_secret {
         Some(s) => s.as_bytes().to_vec(),

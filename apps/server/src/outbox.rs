@@ -15,14 +15,28 @@
 //! permit when the task is not waiting, so no wake-up is lost between a
 //! drain and the next wait.
 
-use crate::hub::Outbound;
 use protocol::CloseCode;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// One item of a connection's outbox: a frame encoded once, behind one
+/// `Arc` shared by every local recipient (a queue slot is a pointer).
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbound {
+    /// The hub's key of the room (the same `Arc` for every item of the
+    /// room, so a connection matches it by pointer).
+    pub(crate) room: Arc<str>,
+    /// The message's offset, or 0 for frames that are not stored messages
+    /// (typing, presence).
+    pub(crate) offset: u64,
+    pub(crate) frame: Utf8Bytes,
+}
+
+/// The queue and kick of one connection; see the module doc.
+#[derive(Debug)]
+pub(crate) struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     capacity: usize,
@@ -36,10 +50,10 @@ struct State {
 
 /// The outbox already holds `capacity` items.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Arc<Outbox> {
+    pub(crate) fn new(capacity: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -48,7 +62,7 @@ impl Outbox {
     }
 
     /// Queues an item for the connection, without waiting.
-    pub fn push(&self, item: Arc<Outbound>) -> Result<(), Full> {
+    pub(crate) fn push(&self, item: Arc<Outbound>) -> Result<(), Full> {
         {
             let mut state = self.state.lock().expect("outbox lock");
             if state.queue.len() >= self.capacity {
@@ -62,7 +76,7 @@ impl Outbox {
 
     /// Asks the connection to close with `code` (the first reason wins).
     /// Returns whether this was the first kick.
-    pub fn kick(&self, code: CloseCode) -> bool {
+    pub(crate) fn kick(&self, code: CloseCode) -> bool {
         let first = {
             let mut state = self.state.lock().expect("outbox lock");
             let first = state.kicked.is_none();
@@ -77,7 +91,7 @@ impl Outbox {
 
     /// Resolves when something was pushed or a kick came since the last
     /// drain (possibly spuriously: the queue may be empty by then).
-    pub async fn ready(&self) {
+    pub(crate) async fn changed(&self) {
         self.wake.notified().await
     }
 
@@ -85,20 +99,11 @@ impl Outbox {
     /// returns the kick, if the hub kicked the connection: it then closes
     /// with that code before writing anything else. Swapping buffers keeps
     /// the steady state free of allocation; the caller bounds what it keeps.
-    pub fn drain(&self, into: &mut VecDeque<Arc<Outbound>>) -> Option<CloseCode> {
+    pub(crate) fn drain(&self, into: &mut VecDeque<Arc<Outbound>>) -> Option<CloseCode> {
         debug_assert!(into.is_empty());
         let mut state = self.state.lock().expect("outbox lock");
         std::mem::swap(&mut state.queue, into);
         state.kicked
-    }
-
-    /// Items waiting now.
-    pub fn len(&self) -> usize {
-        self.state.lock().expect("outbox lock").queue.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -106,7 +111,6 @@ impl Outbox {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     fn item(offset: u64) -> Arc<Outbound> {
         Arc::new(Outbound {
@@ -126,8 +130,9 @@ mod tests {
         assert_eq!(outbox.drain(&mut batch), None);
         let offsets: Vec<u64> = batch.iter().map(|i| i.offset).collect();
         assert_eq!(offsets, [1, 2]);
-        assert!(outbox.is_empty());
         batch.clear();
+        assert_eq!(outbox.drain(&mut batch), None);
+        assert!(batch.is_empty(), "a drain empties the queue");
         assert_eq!(outbox.push(item(4)), Ok(()));
         outbox.drain(&mut batch);
         assert_eq!(batch.iter().map(|i| i.offset).collect::<Vec<_>>(), [4]);
@@ -146,7 +151,7 @@ mod tests {
     async fn a_push_before_the_wait_is_not_lost() {
         let outbox = Outbox::new(4);
         outbox.push(item(1)).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), outbox.ready())
+        tokio::time::timeout(Duration::from_secs(5), outbox.changed())
             .await
             .expect("the permit of the earlier push wakes the waiter");
     }
@@ -157,7 +162,7 @@ mod tests {
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move {
-                outbox.ready().await;
+                outbox.changed().await;
                 let mut batch = VecDeque::new();
                 outbox.drain(&mut batch);
                 batch.len()
@@ -178,7 +183,7 @@ mod tests {
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move {
-                outbox.ready().await;
+                outbox.changed().await;
                 outbox.drain(&mut VecDeque::new())
             }
         });

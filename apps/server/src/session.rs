@@ -16,7 +16,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Why a token was refused (answered `unauthorized`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("session token is malformed")]
     Malformed,
     #[error("session token signature is invalid")]
@@ -26,13 +26,13 @@ pub enum TokenError {
 }
 
 /// Issues and verifies session tokens with one secret.
-pub struct Sessions {
+pub(crate) struct Sessions {
     key: Vec<u8>,
     ttl: Duration,
 }
 
 impl Sessions {
-    pub fn new(secret: &[u8], ttl: Duration) -> Sessions {
+    pub(crate) fn new(secret: &[u8], ttl: Duration) -> Sessions {
         Sessions {
             key: secret.to_vec(),
             ttl,
@@ -40,7 +40,7 @@ impl Sessions {
     }
 
     /// A fresh user id: `u_` and 22 base64url characters (128 random bits).
-    pub fn new_user_id() -> String {
+    pub(crate) fn new_user_id() -> String {
         format!("u_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()))
     }
 
@@ -51,7 +51,7 @@ impl Sessions {
     }
 
     /// A token for `user_id`, valid for the configured lifetime from `now`.
-    pub fn issue(&self, user_id: &str, now: SystemTime) -> String {
+    pub(crate) fn issue(&self, user_id: &str, now: SystemTime) -> String {
         let expires = unix_secs(now) + self.ttl.as_secs();
         let payload = format!("{user_id}.{expires}");
         let tag = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
@@ -59,7 +59,7 @@ impl Sessions {
     }
 
     /// The user id of a valid, unexpired token.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<String, TokenError> {
+    pub(crate) fn verify(&self, token: &str, now: SystemTime) -> Result<String, TokenError> {
         let (payload, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (user_id, expires) = payload.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let tag = URL_SAFE_NO_PAD

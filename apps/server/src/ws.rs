@@ -26,14 +26,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::task::TaskTracker;
 
 /// An upgraded connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Largest frame the server writes; longer text messages are fragmented.
 /// Also the socket's write-buffer threshold (see [`config`]), so a socket
 /// keeps at most about two fragments of write buffer.
-pub const FRAGMENT: usize = 1024;
+pub(crate) const FRAGMENT: usize = 1024;
 
 /// Largest WebSocket message the transport reads at all. Frames between the
 /// protocol's 64 KiB and this are read, then refused with close 1009 by the
@@ -56,7 +57,7 @@ fn config() -> WebSocketConfig {
 }
 
 /// A valid upgrade request, not yet answered.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
 }
@@ -113,15 +114,16 @@ fn check(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
 }
 
 impl Upgrade {
-    /// Answers 101 and runs `serve` on the socket once hyper hands it over.
-    pub fn on_upgrade<F, Fut>(self, serve: F) -> Response
+    /// Answers 101 and runs `serve` on the socket once hyper hands it over,
+    /// as a task of `tracker` (so shutdown waits for it).
+    pub(crate) fn on_upgrade<F, Fut>(self, tracker: &TaskTracker, serve: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket = WebSocketStream::from_raw_socket(
@@ -153,7 +155,7 @@ impl Upgrade {
 /// Feeds one text message into the socket (not flushed), as frames of at
 /// most [`FRAGMENT`] bytes cut at character boundaries. The payload is
 /// shared, not copied, until tungstenite writes it.
-pub async fn feed_text(
+pub(crate) async fn feed_text(
     socket: &mut Socket,
     text: Utf8Bytes,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {

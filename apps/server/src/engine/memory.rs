@@ -6,7 +6,10 @@
 //! channel (there is no "deliver locally" shortcut), history is capped,
 //! (user, client id) pairs are deduplicated for the dedupe window.
 
-use super::{Engine, EngineError, EngineEvent, NewMessage, Position, Published};
+use super::{
+    new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
+    Publication, Published,
+};
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, User};
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The in-process engine.
-pub struct MemoryEngine {
+pub(crate) struct MemoryEngine {
     /// Every room that was ever used in this process. A std mutex: held only
     /// to look a room up, never across an await.
     rooms: Mutex<HashMap<RoomName, Arc<MemRoom>>>,
@@ -48,7 +51,7 @@ struct RoomState {
 }
 
 impl MemoryEngine {
-    pub fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
+    pub(crate) fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
         MemoryEngine {
             rooms: Mutex::new(HashMap::new()),
             events,
@@ -85,18 +88,13 @@ impl MemoryEngine {
     }
 }
 
-/// A fresh epoch: random, so a restarted process never reuses one.
-pub(crate) fn new_epoch() -> Arc<str> {
-    Arc::from(format!("{:016x}", rand::random::<u64>()))
-}
-
 #[async_trait]
-impl Engine for MemoryEngine {
+impl Broker for MemoryEngine {
     fn kind(&self) -> &'static str {
         "memory"
     }
 
-    async fn publish(&self, room: &RoomName, msg: NewMessage) -> Result<Published, EngineError> {
+    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError> {
         let r = self.room(room);
         let _order = r.publish.lock().await;
         let (epoch, message) = {
@@ -121,15 +119,7 @@ impl Engine for MemoryEngine {
             let offset = st.offset;
             st.dedupe.insert(key.clone(), offset);
             st.dedupe_order.push_back((now, key));
-            let message = ChatMessage {
-                room: room.as_str().to_owned(),
-                offset,
-                id: msg.id,
-                client_id: msg.client_id,
-                from: msg.from,
-                body: msg.body,
-                ts: msg.ts,
-            };
+            let message = msg.into_message(room, offset);
             st.history.push_back(message.clone());
             while st.history.len() > self.history_cap {
                 st.history.pop_front();
@@ -198,11 +188,24 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn unsubscribe(&self, _room: &RoomName) -> Result<(), EngineError> {
-        Ok(())
+    async fn unsubscribe(&self, _room: &RoomName) {}
+
+    async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        self.emit(EngineEvent::Typing {
+            room: room.clone(),
+            user: user.clone(),
+        })
+        .await
     }
 
-    async fn presence_join(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+    async fn reachable(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryEngine {
+    async fn join(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
         let r = self.room(room);
         let new = {
             let mut st = r.state.lock().expect("room lock");
@@ -219,7 +222,7 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn presence_leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+    async fn leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
         let r = self.room(room);
         let gone = {
             let mut st = r.state.lock().expect("room lock");
@@ -242,12 +245,9 @@ impl Engine for MemoryEngine {
         Ok(st.members.values().cloned().collect())
     }
 
-    async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        self.emit(EngineEvent::Typing {
-            room: room.clone(),
-            user: user.clone(),
-        })
-        .await
+    async fn refresh(&self, _local: &[LocalPresence]) -> Result<(), EngineError> {
+        // Entries here live exactly as long as their connections.
+        Ok(())
     }
 
     async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
@@ -265,9 +265,5 @@ impl Engine for MemoryEngine {
                 })
             })
             .collect())
-    }
-
-    async fn ready(&self) -> Result<(), EngineError> {
-        Ok(())
     }
 }

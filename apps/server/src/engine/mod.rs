@@ -1,56 +1,81 @@
-//! The engine: what instances share. Stores each room's history with
-//! contiguous offsets, fans published messages out to every instance
-//! subscribed to the room, keeps presence, and lists active rooms.
+//! The engine: what instances share, in two roles (as the centrifuge library
+//! splits its Broker and PresenceManager):
 //!
-//! Two implementations behind [`Engine`]: [`memory::MemoryEngine`] (one
+//! - a [`Broker`] stores each room's history with contiguous offsets, fans
+//!   published messages (and typing notices) out to every instance
+//!   subscribed to the room, and answers ranges of the history;
+//! - a [`PresenceStore`] knows who is in which room on any instance, and
+//!   which rooms are active.
+//!
+//! Two implementations provide both roles: [`memory::MemoryEngine`] (one
 //! instance, no Redis; also the test double) and [`redis::RedisEngine`] (a
-//! cluster of instances sharing Redis or Valkey). The engine never knows the hub: what it receives
-//! for subscribed rooms leaves through the [`EngineEvent`] channel that
-//! `server::run` wires to the hub.
+//! cluster of instances sharing Redis or Valkey). The engine never knows
+//! the hub: what it receives for subscribed rooms leaves through the
+//! [`EngineEvent`] channel that `server::run` wires to the hub.
 //!
 //! **Invariant:** every message a client receives went through
-//! [`Engine::publish`]; events for one room leave in offset order or, when a
+//! [`Broker::publish`]; events for one room leave in offset order or, when a
 //! transport may drop or reorder them (Redis pub/sub), the hub repairs the
-//! sequence from [`Engine::range`].
+//! sequence from [`Broker::range`].
 
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, Since, User};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A message about to be published; the engine assigns its offset.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
+/// A message as published: everything but its room and offset, which the
+/// broker assigns. Also the form the Redis broker stores in a room's
+/// stream and carries on its channel (the offset is the entry id there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Publication {
     /// Server-assigned id (`m_…`).
-    pub id: String,
-    pub client_id: String,
-    pub from: User,
-    pub body: String,
-    pub ts: i64,
+    pub(crate) id: String,
+    pub(crate) client_id: String,
+    pub(crate) from: User,
+    pub(crate) body: String,
+    /// Milliseconds since the Unix epoch, from the publishing instance.
+    pub(crate) ts: i64,
+}
+
+impl Publication {
+    /// The wire message of this publication at `offset` in `room`.
+    pub(crate) fn into_message(self, room: &RoomName, offset: u64) -> ChatMessage {
+        ChatMessage {
+            room: room.as_str().to_owned(),
+            offset,
+            id: self.id,
+            client_id: self.client_id,
+            from: self.from,
+            body: self.body,
+            ts: self.ts,
+        }
+    }
 }
 
 /// Where a room stands: its epoch and latest offset (0: no message yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub epoch: Arc<str>,
-    pub offset: u64,
+pub(crate) struct Position {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
 }
 
 /// The outcome of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub epoch: Arc<str>,
-    pub offset: u64,
+pub(crate) struct Published {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
     /// The same (user, client id) was published before: `offset` is the
     /// earlier message's and nothing was stored or fanned out again.
-    pub duplicate: bool,
+    pub(crate) duplicate: bool,
 }
 
 /// What an engine delivers to the hub of its instance.
 #[derive(Debug, Clone)]
-pub enum EngineEvent {
+pub(crate) enum EngineEvent {
     /// A stored message of a subscribed room.
     Message {
         room: RoomName,
@@ -67,13 +92,13 @@ pub enum EngineEvent {
         joined: bool,
     },
     /// The transport may have lost events (e.g. the pub/sub connection came
-    /// back): the hub must catch every local room up from [`Engine::range`].
+    /// back): the hub must catch every local room up from [`Broker::range`].
     Resync,
 }
 
 /// Why an engine operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// The shared store cannot be reached; the client may retry (`unavailable`).
     #[error("the shared store is unavailable: {0}")]
     Unavailable(String),
@@ -82,17 +107,17 @@ pub enum EngineError {
     Internal(String),
 }
 
-/// The shared engine between instances. Object-safe: the server holds an
-/// `Arc<dyn Engine>`.
+/// History and fan-out. Object-safe: the hub holds an `Arc<dyn Broker>`.
 #[async_trait]
-pub trait Engine: Send + Sync + 'static {
+pub(crate) trait Broker: Send + Sync + 'static {
     /// A short name for logs and metrics (`memory`, `redis`).
     fn kind(&self) -> &'static str;
 
     /// Stores `msg` as the room's next offset and fans it out to every
     /// subscribed instance, atomically, unless the same (user, client id)
-    /// was published in this room within the dedupe window.
-    async fn publish(&self, room: &RoomName, msg: NewMessage) -> Result<Published, EngineError>;
+    /// was published in this room within the dedupe window
+    /// ([`protocol::limits::DEDUPE_WINDOW_SECS`]).
+    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError>;
 
     /// The room's epoch and latest offset; creates the epoch when missing.
     async fn position(&self, room: &RoomName) -> Result<Position, EngineError>;
@@ -115,72 +140,109 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Vec<ChatMessage>, EngineError>;
 
     /// Starts delivering the room's events to this instance. Calls pair with
-    /// [`Engine::unsubscribe`] and are counted: the instance stays subscribed
-    /// while more subscribes than unsubscribes were made. Returns once events
-    /// published from now on will be delivered.
+    /// [`Broker::unsubscribe`] and are counted by the broker: the instance
+    /// stays subscribed while more subscribes than unsubscribes were made,
+    /// whatever order concurrent calls take (a leave's unsubscribe racing
+    /// the next join's subscribe). Returns once events published from now
+    /// on will be delivered; on an error the call counts for nothing.
     async fn subscribe(&self, room: &RoomName) -> Result<(), EngineError>;
 
-    /// Ends one [`Engine::subscribe`].
-    async fn unsubscribe(&self, room: &RoomName) -> Result<(), EngineError>;
-
-    /// `user` has a connection in `room` on this instance (called once per
-    /// user and room while it has one). Emits a presence event when the user
-    /// was present nowhere.
-    async fn presence_join(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
-
-    /// `user` has no connection left in `room` on this instance. Emits a
-    /// presence event when the user is present nowhere any more.
-    async fn presence_leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
-
-    /// Distinct users present in the room on any instance.
-    async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError>;
+    /// Ends one successful [`Broker::subscribe`].
+    async fn unsubscribe(&self, room: &RoomName);
 
     /// Fans a typing notice out to every subscribed instance.
     async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
 
+    /// Whether the shared store answers (for `/readyz`).
+    async fn reachable(&self) -> Result<(), EngineError>;
+}
+
+/// The users one instance has connected in one room (for
+/// [`PresenceStore::refresh`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LocalPresence {
+    pub(crate) room: RoomName,
+    pub(crate) users: Vec<User>,
+}
+
+/// Who is where, on any instance. Object-safe: the hub holds an
+/// `Arc<dyn PresenceStore>`. Changes reach every subscribed instance as
+/// [`EngineEvent::Presence`].
+#[async_trait]
+pub(crate) trait PresenceStore: Send + Sync + 'static {
+    /// `user` has a connection in `room` on this instance (called once per
+    /// user and room while it has one). Emits a presence event when the user
+    /// was present nowhere.
+    async fn join(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
+
+    /// `user` has no connection left in `room` on this instance. Emits a
+    /// presence event when the user is present nowhere any more.
+    async fn leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
+
+    /// Called periodically with every user this instance has connected:
+    /// keeps their entries alive, and removes (announcing it) the users of
+    /// these rooms whose every instance stopped refreshing them (a crashed
+    /// instance). A store whose entries do not expire does nothing.
+    async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError>;
+
+    /// Distinct users present in the room on any instance.
+    async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError>;
+
     /// Rooms with at least one member on any instance, with member counts.
     async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError>;
+}
 
-    /// Whether the shared store answers (for `/readyz`).
-    async fn ready(&self) -> Result<(), EngineError>;
+/// A fresh epoch: 16 random hex digits, so a restarted process or a wiped
+/// store never reuses one.
+pub(crate) fn new_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock (0 if the
+/// clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// The history answer of a `join`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    pub position: Position,
-    pub history: Vec<ChatMessage>,
+pub(crate) struct Recovery {
+    pub(crate) position: Position,
+    pub(crate) history: Vec<ChatMessage>,
     /// True only when `history` holds every message after `since`.
-    pub recovered: bool,
+    pub(crate) recovered: bool,
 }
 
 /// How much a `join` may return.
 #[derive(Debug, Clone, Copy)]
-pub struct RecoveryLimits {
+pub(crate) struct RecoveryLimits {
     /// Messages returned without `since` (or when recovery is impossible).
-    pub recent: usize,
+    pub(crate) recent: usize,
     /// Largest gap replayed for a `since`.
-    pub max_replay: u64,
+    pub(crate) max_replay: u64,
 }
 
-/// The `joined` history rule of PROTOCOL.md, in terms of the engine's
+/// The `joined` history rule of PROTOCOL.md, in terms of the broker's
 /// primitives so both engines answer it identically: every message after
 /// `since` when the epoch matches, the offset is not beyond the room's, the
 /// gap is within `max_replay` and still retained; otherwise the newest
 /// `recent` messages and `recovered: false`.
-pub async fn recover(
-    engine: &dyn Engine,
+pub(crate) async fn recover(
+    broker: &dyn Broker,
     room: &RoomName,
     since: Option<&Since>,
     limits: RecoveryLimits,
 ) -> Result<Recovery, EngineError> {
-    let position = engine.position(room).await?;
+    let position = broker.position(room).await?;
     if let Some(since) = since {
         let replayable = *since.epoch == *position.epoch
             && since.offset <= position.offset
             && position.offset - since.offset <= limits.max_replay;
         if replayable {
-            let history = engine.range(room, since.offset, position.offset).await?;
+            let history = broker.range(room, since.offset, position.offset).await?;
             let complete = history.len() as u64 == position.offset - since.offset
                 && history.first().is_none_or(|m| m.offset == since.offset + 1);
             if complete {
@@ -192,7 +254,7 @@ pub async fn recover(
             }
         }
     }
-    let history = engine
+    let history = broker
         .before(room, position.offset + 1, limits.recent)
         .await?;
     Ok(Recovery {
@@ -201,3 +263,6 @@ pub async fn recover(
         recovered: false,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The frames of a signed-in client (PROTOCOL.md, "Client frames"): each
+//! checked (room name, membership, value rules, rate limit), then done
+//! through the hub and answered.
+
+use super::{Connection, End, JoinedRoom};
+use crate::codec::{self, DecodeError, Decoded};
+use crate::engine::{now_ms, Publication};
+use crate::hub::Member;
+use crate::metrics as m;
+use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use protocol::{
+    Body, ClientFrame, ClientId, CloseCode, ErrorCode, RoomName, ServerFrame, Since, User,
+};
+use std::time::Instant;
+use tokio_tungstenite::tungstenite::{self as tungstenite, Message};
+
+impl Connection {
+    /// One message read from the socket: a frame to act on, a control
+    /// message, or the end of the peer.
+    pub(super) async fn on_socket_message(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), End> {
+        let Some(Ok(msg)) = msg else {
+            return Err(End::Gone);
+        };
+        self.last_seen = Instant::now();
+        match codec::decode(&msg) {
+            Ok(Decoded::Control) => Ok(()),
+            Ok(Decoded::Close) => Err(End::Gone),
+            Ok(Decoded::Frame(frame)) => {
+                self.count_in(frame.kind());
+                self.on_frame(frame).await
+            }
+            Err(DecodeError::TooLarge(_)) => {
+                self.count_in("invalid");
+                metrics::counter!(m::REJECTED_FRAMES, "code" => ErrorCode::TooLarge.as_str())
+                    .increment(1);
+                Err(End::Close(CloseCode::MessageTooBig, "frame over 64 KiB"))
+            }
+            Err(DecodeError::BadFrame { reason, id }) => {
+                self.count_in("invalid");
+                self.error(ErrorCode::BadFrame, &reason, id).await
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Hello { .. } => {
+                self.error(ErrorCode::BadFrame, "hello was already said", None)
+                    .await
+            }
+            ClientFrame::Join { room, since } => self.join(&room, since).await,
+            ClientFrame::Leave { room } => self.leave(&room).await,
+            ClientFrame::Send { room, id, body } => self.send(&room, id, &body).await,
+            ClientFrame::History {
+                room,
+                before,
+                limit,
+            } => self.history(&room, before, limit).await,
+            ClientFrame::Typing { room } => self.typing(&room).await,
+            ClientFrame::Rooms => match self.ctx.hub.rooms().await {
+                Ok(rooms) => self.reply(&ServerFrame::Rooms { rooms }).await,
+                Err(e) => self.unavailable(e, None).await,
+            },
+            ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
+        }
+    }
+
+    /// Index of a joined room by name.
+    fn room_index(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|r| r.name.as_str() == room)
+    }
+
+    fn user(&self) -> &User {
+        self.user.as_ref().expect("user is set after hello")
+    }
+
+    /// Parses a room name, answering `bad_room` when it is not one.
+    async fn room_name(&mut self, room: &str, id: Option<&str>) -> Result<Option<RoomName>, End> {
+        match RoomName::parse(room) {
+            Ok(name) => Ok(Some(name)),
+            Err(e) => {
+                self.error(e.code(), &e.to_string(), id.map(str::to_owned))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A joined room's name, answering `bad_room` or `not_joined` otherwise.
+    async fn member_room(&mut self, room: &str, id: Option<&str>) -> Result<Option<RoomName>, End> {
+        let Some(name) = self.room_name(room, id).await? else {
+            return Ok(None);
+        };
+        if self.room_index(name.as_str()).is_none() {
+            self.error(
+                ErrorCode::NotJoined,
+                &format!("join room {name:?} first"),
+                id.map(str::to_owned),
+            )
+            .await?;
+            return Ok(None);
+        }
+        Ok(Some(name))
+    }
+
+    async fn join(&mut self, room: &str, since: Option<Since>) -> Result<(), End> {
+        let Some(name) = self.room_name(room, None).await? else {
+            return Ok(());
+        };
+        let max = self.ctx.config.max_rooms_per_conn;
+        if self.room_index(name.as_str()).is_none() && self.rooms.len() >= max {
+            return self
+                .error(
+                    ErrorCode::TooManyRooms,
+                    &format!("a connection may join at most {max} rooms; leave one first"),
+                    None,
+                )
+                .await;
+        }
+        let member = Member {
+            conn: self.id,
+            user: self.user.clone().expect("user is set after hello"),
+            outbox: self.outbox.clone(),
+        };
+        let joined = match self.ctx.hub.join(&name, member, since.as_ref()).await {
+            Ok(joined) => joined,
+            Err(e) => return self.unavailable(e, None).await,
+        };
+        let offset = joined.recovery.position.offset;
+        match self.room_index(name.as_str()) {
+            Some(i) => self.rooms[i].delivered = self.rooms[i].delivered.max(offset),
+            None => {
+                // Exactly: most connections join one or two rooms.
+                self.rooms.reserve_exact(1);
+                self.rooms.push(JoinedRoom {
+                    name: name.clone(),
+                    key: joined.key.clone(),
+                    delivered: offset,
+                })
+            }
+        }
+        let frame = ServerFrame::Joined {
+            room: name.into_string(),
+            epoch: joined.recovery.position.epoch.to_string(),
+            offset,
+            members: joined.members,
+            history: joined.recovery.history,
+            recovered: joined.recovery.recovered,
+        };
+        self.reply(&frame).await
+    }
+
+    async fn leave(&mut self, room: &str) -> Result<(), End> {
+        let Some(name) = self.member_room(room, None).await? else {
+            return Ok(());
+        };
+        if let Some(i) = self.room_index(name.as_str()) {
+            self.rooms.swap_remove(i);
+        }
+        self.ctx.hub.leave(&name, self.id).await;
+        self.reply(&ServerFrame::Left {
+            room: name.into_string(),
+        })
+        .await
+    }
+
+    async fn send(&mut self, room: &str, id: String, body: &str) -> Result<(), End> {
+        let client_id = match ClientId::parse(&id) {
+            Ok(c) => c,
+            Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
+        };
+        let Some(name) = self.member_room(room, Some(&id)).await? else {
+            return Ok(());
+        };
+        let body = match Body::parse(body) {
+            Ok(b) => b,
+            Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
+        };
+        if self.limiter.check().is_err() {
+            return self
+                .error(
+                    ErrorCode::RateLimited,
+                    "sending too fast; message not stored",
+                    Some(id),
+                )
+                .await;
+        }
+        let msg = Publication {
+            id: format!("m_{}", uuid::Uuid::now_v7().simple()),
+            client_id: client_id.into_string(),
+            from: User::clone(self.user()),
+            body: body.into_string(),
+            ts: now_ms(),
+        };
+        let started = Instant::now();
+        match self.ctx.hub.publish(&name, msg).await {
+            Ok(published) => {
+                metrics::histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+                if !published.duplicate {
+                    metrics::counter!(m::MESSAGES_PUBLISHED).increment(1);
+                }
+                self.reply(&ServerFrame::Ack {
+                    id,
+                    room: name.into_string(),
+                    offset: published.offset,
+                })
+                .await
+            }
+            Err(e) => self.unavailable(e, Some(id)).await,
+        }
+    }
+
+    async fn history(
+        &mut self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<(), End> {
+        let Some(name) = self.member_room(room, None).await? else {
+            return Ok(());
+        };
+        let limit = limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+            .min(MAX_HISTORY_LIMIT) as usize;
+        match self.ctx.hub.history(&name, before, limit).await {
+            Ok(messages) => {
+                self.reply(&ServerFrame::History {
+                    room: name.into_string(),
+                    messages,
+                })
+                .await
+            }
+            Err(e) => self.unavailable(e, None).await,
+        }
+    }
+
+    async fn typing(&mut self, room: &str) -> Result<(), End> {
+        let Some(name) = self.member_room(room, None).await? else {
+            return Ok(());
+        };
+        if self.limiter.check().is_err() {
+            return self
+                .error(ErrorCode::RateLimited, "typing notices too fast", None)
+                .await;
+        }
+        let user = self.user.clone().expect("user is set after hello");
+        match self.ctx.hub.typing(&name, &user).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.unavailable(e, None).await,
+        }
+    }
+}

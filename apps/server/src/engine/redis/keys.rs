@@ -1,0 +1,112 @@
+//! The key layout of the Redis engine: every key and the channel of room
+//! `R` under prefix `P` start with `P:{R}:`, so the hash tag `{R}` puts a
+//! whole room in one Redis Cluster slot (Redis Cluster specification, "Hash
+//! tags"). The table is in the parent module's doc.
+
+use protocol::RoomName;
+
+/// Key names of one deployment (one prefix).
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    /// `--redis-key-prefix`; never holds braces (checked at start), so the
+    /// first `{…}` of a key is always the room's hash tag.
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn room(&self, room: &RoomName, what: &str) -> String {
+        format!("{}:{{{}}}:{what}", self.prefix, room.as_str())
+    }
+
+    /// Hash: `epoch`, `offset` (latest).
+    pub(super) fn meta(&self, room: &RoomName) -> String {
+        self.room(room, "meta")
+    }
+
+    /// Stream: the history, entry id `<offset>-0`.
+    pub(super) fn log(&self, room: &RoomName) -> String {
+        self.room(room, "log")
+    }
+
+    /// Pub/sub channel of the room.
+    pub(super) fn channel(&self, room: &RoomName) -> String {
+        self.room(room, "ch")
+    }
+
+    /// Zset: user id → latest expiry of its presence (ms).
+    pub(super) fn users(&self, room: &RoomName) -> String {
+        self.room(room, "users")
+    }
+
+    /// Hash: user id → display name.
+    pub(super) fn names(&self, room: &RoomName) -> String {
+        self.room(room, "names")
+    }
+
+    /// The common prefix of the per-user presence hashes of a room.
+    pub(super) fn user_prefix(&self, room: &RoomName) -> String {
+        self.room(room, "u:")
+    }
+
+    /// Hash: instance → expiry of that instance's presence entry of a user.
+    pub(super) fn user(&self, room: &RoomName, user_id: &str) -> String {
+        format!("{}{user_id}", self.user_prefix(room))
+    }
+
+    /// String: offset of a published (user, client id); expires.
+    pub(super) fn dedupe(&self, room: &RoomName, user_id: &str, client_id: &str) -> String {
+        self.room(room, &format!("d:{user_id}:{client_id}"))
+    }
+
+    /// Zset: room → latest presence expiry (for the rooms list).
+    pub(super) fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
+
+    /// The room of a channel name, if it is one of ours.
+    pub(super) fn room_of_channel(&self, channel: &str) -> Option<RoomName> {
+        let inner = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:ch")?;
+        RoomName::parse(inner).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_room_share_its_hash_tag() {
+        let room = RoomName::parse("general").unwrap();
+        let k = Keys::new("chat");
+        for key in [
+            k.meta(&room),
+            k.log(&room),
+            k.channel(&room),
+            k.users(&room),
+            k.names(&room),
+            k.user(&room, "u_1"),
+            k.dedupe(&room, "u_1", "c-1"),
+        ] {
+            assert!(key.starts_with("chat:{general}:"), "{key}");
+        }
+        assert_eq!(k.dedupe(&room, "u_1", "c-1"), "chat:{general}:d:u_1:c-1");
+    }
+
+    #[test]
+    fn channel_names_map_back_to_rooms() {
+        let k = Keys::new("chat");
+        let room = RoomName::parse("a-b_c").unwrap();
+        assert_eq!(k.room_of_channel(&k.channel(&room)), Some(room));
+        assert_eq!(k.room_of_channel("other:{general}:ch"), None);
+        assert_eq!(k.room_of_channel("chat:{Bad}:ch"), None);
+    }
+}

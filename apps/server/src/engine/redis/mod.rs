@@ -1,0 +1,191 @@
+//! The Redis/Valkey engine: many instances, one chat.
+//!
+//! Layout, per room `R` under prefix `P` (every key and the channel of a
+//! room share the hash tag `{R}`, so a room lives in one Redis Cluster slot;
+//! names are made in [`keys`]):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:{R}:meta` | hash | `epoch`, `offset` (latest) |
+//! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped |
+//! | `P:{R}:d:<user>:<client id>` | string | offset of a published (user, client id), expires |
+//! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms) |
+//! | `P:{R}:names` | hash | user id → display name |
+//! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
+//! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `t <user json>`, `p j\|l <user id> <name>` |
+//! | `P:rooms` | zset | room → latest presence expiry (for the rooms list) |
+//!
+//! By role: [`connections`] (the command connection and the pub/sub task,
+//! which counts subscriptions and reconnects), [`broker`] (publishing is one
+//! Lua script, `lua/publish.lua`: dedupe, next offset, append, PUBLISH,
+//! atomically; history reads from the stream) and [`presence`] (per-room
+//! zsets scored by expiry, refreshed while local members are connected, so
+//! a crashed instance's users expire).
+//!
+//! Owns the Redis connections and the key layout. Does not own ordering of
+//! delivery (the hub repairs gaps through [`crate::engine::Broker::range`]).
+
+mod broker;
+mod connections;
+mod keys;
+mod presence;
+
+use self::connections::{Commands, PubSub};
+use self::keys::Keys;
+use crate::config::RedisConfig;
+use crate::engine::{EngineError, EngineEvent, Publication};
+use protocol::{RoomName, User};
+use redis::{Client, Script};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The Lua scripts, loaded once (EVALSHA, then EVAL when the server does
+/// not know the script, as [`redis::Script`] does).
+struct Scripts {
+    publish: Script,
+    position: Script,
+    presence_join: Script,
+    presence_leave: Script,
+    presence_sweep: Script,
+}
+
+/// The Redis engine: a [`crate::engine::Broker`] and a
+/// [`crate::engine::PresenceStore`] on one Redis or Valkey.
+pub(crate) struct RedisEngine {
+    commands: Commands,
+    pubsub: PubSub,
+    keys: Keys,
+    scripts: Scripts,
+    /// This instance's id: the field of its entries in the per-user
+    /// presence hashes.
+    instance: String,
+    /// Messages kept per room stream (`XADD MAXLEN`).
+    history_cap: usize,
+    /// How long a presence entry lives without a refresh.
+    presence_ttl: Duration,
+}
+
+impl RedisEngine {
+    /// Builds the engine and starts its pub/sub task on `tracker`, which
+    /// ends when `stop` is cancelled. Does not need Redis to be up.
+    ///
+    /// Errors: an invalid URL, an unreadable CA file, a key prefix with
+    /// braces (it would change every key's hash tag).
+    pub(crate) fn start(
+        config: &RedisConfig,
+        instance: String,
+        history_cap: usize,
+        presence_ttl: Duration,
+        events: mpsc::Sender<EngineEvent>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Arc<RedisEngine>, EngineError> {
+        let client = match &config.ca_cert {
+            None => Client::open(config.url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    EngineError::Internal(format!("reading {}: {e}", path.display()))
+                })?;
+                Client::build_with_tls(
+                    config.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| EngineError::Internal(format!("invalid Redis URL: {e}")))?;
+        if config.key_prefix.contains(['{', '}']) {
+            return Err(EngineError::Internal(
+                "the Redis key prefix may not contain braces".into(),
+            ));
+        }
+        let keys = Keys::new(&config.key_prefix);
+        Ok(Arc::new(RedisEngine {
+            pubsub: PubSub::start(client.clone(), keys.clone(), events, tracker, stop),
+            commands: Commands::new(client),
+            keys,
+            scripts: Scripts {
+                publish: Script::new(include_str!("lua/publish.lua")),
+                position: Script::new(include_str!("lua/position.lua")),
+                presence_join: Script::new(include_str!("lua/presence_join.lua")),
+                presence_leave: Script::new(include_str!("lua/presence_leave.lua")),
+                presence_sweep: Script::new(include_str!("lua/presence_sweep.lua")),
+            },
+            instance,
+            history_cap,
+            presence_ttl,
+        }))
+    }
+}
+
+/// Parses a channel payload (the formats of the layout table) into an event.
+fn parse_payload(room: RoomName, payload: &str) -> Option<EngineEvent> {
+    let (kind, rest) = payload.split_once(' ')?;
+    match kind {
+        "m" => {
+            let (epoch, rest) = rest.split_once(' ')?;
+            let (offset, json) = rest.split_once(' ')?;
+            let offset: u64 = offset.parse().ok()?;
+            let publication: Publication = serde_json::from_str(json).ok()?;
+            Some(EngineEvent::Message {
+                message: publication.into_message(&room, offset),
+                room,
+                epoch: Arc::from(epoch),
+            })
+        }
+        "t" => Some(EngineEvent::Typing {
+            room,
+            user: serde_json::from_str(rest).ok()?,
+        }),
+        "p" => {
+            let (dir, rest) = rest.split_once(' ')?;
+            let (id, name) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some(EngineEvent::Presence {
+                room,
+                user: User {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                },
+                joined: dir == "j",
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse_into_events() {
+        let room = RoomName::parse("general").unwrap();
+        let stored = r#"{"id":"m_1","client_id":"c-1","from":{"id":"u_1","name":"al ice"},"body":"hi there","ts":5}"#;
+        match parse_payload(room.clone(), &format!("m ep0 7 {stored}")) {
+            Some(EngineEvent::Message { epoch, message, .. }) => {
+                assert_eq!(&*epoch, "ep0");
+                assert_eq!(message.offset, 7);
+                assert_eq!(message.body, "hi there");
+                assert_eq!(message.room, "general");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_payload(room.clone(), "p l u_1 al ice") {
+            Some(EngineEvent::Presence { user, joined, .. }) => {
+                assert_eq!(user.name, "al ice");
+                assert!(!joined);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_payload(room.clone(), r#"t {"id":"u_1","name":"a"}"#),
+            Some(EngineEvent::Typing { .. })
+        ));
+        assert!(parse_payload(room, "x y").is_none());
+    }
+}

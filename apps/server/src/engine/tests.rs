@@ -1,0 +1,88 @@
+//! The `joined` history rule ([`recover`], PROTOCOL.md "Recovery") against
+//! the in-process engine; each test names the branch it pins.
+
+use super::memory::MemoryEngine;
+use super::*;
+use tokio::sync::mpsc;
+
+const LIMITS: RecoveryLimits = RecoveryLimits {
+    recent: 3,
+    max_replay: 5,
+};
+
+/// The events of a test's engine, kept open (and unread) for the test.
+type Events = mpsc::Receiver<EngineEvent>;
+
+/// An engine with `n` messages in room `lobby`, keeping `cap`.
+async fn engine_with(n: u64, cap: usize) -> (MemoryEngine, RoomName, Arc<str>, Events) {
+    let (tx, events) = mpsc::channel(1024);
+    let engine = MemoryEngine::new(tx, cap);
+    let room = RoomName::parse("lobby").unwrap();
+    for i in 1..=n {
+        let msg = Publication {
+            id: format!("m_{i}"),
+            client_id: format!("c-{i}"),
+            from: User {
+                id: "u_a".into(),
+                name: "a".into(),
+            },
+            body: format!("{i}"),
+            ts: 0,
+        };
+        engine.publish(&room, msg).await.unwrap();
+    }
+    let epoch = engine.position(&room).await.unwrap().epoch;
+    (engine, room, epoch, events)
+}
+
+fn since(epoch: &str, offset: u64) -> Since {
+    Since {
+        epoch: epoch.to_owned(),
+        offset,
+    }
+}
+
+fn offsets(r: &Recovery) -> Vec<u64> {
+    r.history.iter().map(|m| m.offset).collect()
+}
+
+/// No `since`: the newest `recent` messages, not recovered.
+#[tokio::test]
+async fn without_since_the_newest_messages_are_returned() {
+    let (engine, room, _, _events) = engine_with(10, 100).await;
+    let r = recover(&engine, &room, None, LIMITS).await.unwrap();
+    assert_eq!((offsets(&r), r.recovered), (vec![8, 9, 10], false));
+    assert_eq!(r.position.offset, 10);
+}
+
+/// Same epoch, gap within `max_replay` and retained: exactly the missed
+/// messages, recovered — even more than `recent`.
+#[tokio::test]
+async fn a_retained_gap_is_replayed_exactly() {
+    let (engine, room, epoch, _events) = engine_with(10, 100).await;
+    let r = recover(&engine, &room, Some(&since(&epoch, 6)), LIMITS)
+        .await
+        .unwrap();
+    assert_eq!((offsets(&r), r.recovered), (vec![7, 8, 9, 10], true));
+    let r = recover(&engine, &room, Some(&since(&epoch, 10)), LIMITS)
+        .await
+        .unwrap();
+    assert_eq!((offsets(&r), r.recovered), (vec![], true));
+}
+
+/// Each reason recovery is impossible answers the newest messages,
+/// `recovered: false`: another epoch, an offset beyond the room's, a gap
+/// over `max_replay`, a gap trimmed from the history.
+#[tokio::test]
+async fn an_unrecoverable_since_gets_the_newest_messages() {
+    let (engine, room, epoch, _events) = engine_with(10, 100).await;
+    for s in [since("other", 9), since(&epoch, 11), since(&epoch, 4)] {
+        let r = recover(&engine, &room, Some(&s), LIMITS).await.unwrap();
+        assert_eq!((offsets(&r), r.recovered), (vec![8, 9, 10], false), "{s:?}");
+    }
+    let (engine, room, epoch, _events) = engine_with(10, 4).await;
+    let r = recover(&engine, &room, Some(&since(&epoch, 5)), LIMITS)
+        .await
+        .unwrap();
+    assert_eq!((offsets(&r), r.recovered), (vec![8, 9, 10], false));
+}

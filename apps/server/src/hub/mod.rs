@@ -1,0 +1,402 @@
+//! The hub: this instance's local view of rooms → local members, and the
+//! single place where engine events become frames on sockets.
+//!
+//! Owns: membership of local connections, one broker subscription per
+//! local membership (the broker counts them), per-user local connection
+//! counts (so presence counts a user once, and is refreshed while the user
+//! is here), and the in-order delivery of each room's messages to local
+//! members. Does not own sockets (the connection task does) or storage
+//! (the engine does).
+//!
+//! **Delivery rule** (per room, by its cursor: [`room::Step`]): the next
+//! offset is delivered; one at or below the cursor is skipped; one beyond
+//! the next is held while the room's catch-up reads the gap from
+//! [`Broker::range`], then delivered in order; another epoch resets the
+//! room's members (close 1013, they re-join). Each frame is encoded once
+//! and the bytes are shared by all recipients.
+//!
+//! **Invariant:** the event loop ([`Hub::run`]) never waits for the store or
+//! for a member: catch-ups run per room beside it ([`catch_up`]), and a
+//! member's outbox is bounded and never waited on (full: the member is
+//! kicked with 1013).
+
+mod catch_up;
+mod room;
+
+use self::room::{Delivery, LocalRoom};
+use crate::codec::encode;
+use crate::engine::{
+    self, Broker, EngineError, EngineEvent, LocalPresence, PresenceStore, Publication, Published,
+    Recovery, RecoveryLimits,
+};
+use crate::metrics as m;
+use crate::outbox::{Outbound, Outbox};
+use protocol::{ChatMessage, RoomInfo, RoomName, ServerFrame, Since, User};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Identifies one connection on this instance.
+pub(crate) type ConnId = u64;
+
+/// A local connection as a member of a room.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) conn: ConnId,
+    pub(crate) user: Arc<User>,
+    pub(crate) outbox: Arc<Outbox>,
+}
+
+/// What a `join` answers.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// The room's key, as carried by [`Outbound::room`].
+    pub(crate) key: Arc<str>,
+    pub(crate) recovery: Recovery,
+    pub(crate) members: Vec<User>,
+}
+
+/// The hub of one instance.
+pub(crate) struct Hub {
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+    /// Rooms with at least one local member. A std mutex: sections are short
+    /// (lookups and outbox pushes) and never cross an await.
+    rooms: Mutex<HashMap<RoomName, LocalRoom>>,
+    limits: RecoveryLimits,
+    /// Permits of catch-ups reading the store ([`catch_up::CONCURRENT`]).
+    catch_ups: Semaphore,
+    /// Where catch-ups are spawned, so shutdown waits for them.
+    tracker: TaskTracker,
+    /// The instance's shutdown: a catch-up waiting to retry stops.
+    stop: CancellationToken,
+    /// This hub, for the catch-up tasks it spawns (they hold it weakly).
+    me: Weak<Hub>,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+        limits: RecoveryLimits,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<Hub> {
+        Arc::new_cyclic(|me| Hub {
+            broker,
+            presence,
+            rooms: Mutex::new(HashMap::new()),
+            limits,
+            catch_ups: Semaphore::new(catch_up::CONCURRENT),
+            tracker,
+            stop,
+            me: me.clone(),
+        })
+    }
+
+    pub(crate) fn engine_kind(&self) -> &'static str {
+        self.broker.kind()
+    }
+
+    /// Adds `member` to `room` (or answers again if it is a member already)
+    /// and returns what the `joined` frame needs. From the moment this is
+    /// called, the room's new messages reach the member's outbox; those up
+    /// to the returned position are in the history instead, so the
+    /// connection skips outbox messages at or below it.
+    pub(crate) async fn join(
+        &self,
+        room: &RoomName,
+        member: Member,
+        since: Option<&Since>,
+    ) -> Result<Joined, EngineError> {
+        let conn = member.conn;
+        let user = member.user.clone();
+        let (key, first_of_user, already) = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            let r = rooms
+                .entry(room.clone())
+                .or_insert_with(|| LocalRoom::new(Arc::from(room.as_str())));
+            let already = r.members.contains_key(&conn);
+            let mut first_of_user = false;
+            if !already {
+                r.members.insert(conn, member);
+                let (_, n) = r
+                    .users
+                    .entry(user.id.clone())
+                    .or_insert_with(|| (user.clone(), 0));
+                *n += 1;
+                first_of_user = *n == 1;
+            }
+            let joined = (r.key.clone(), first_of_user, already);
+            metrics::gauge!(m::LOCAL_ROOMS).set(rooms.len() as f64);
+            joined
+        };
+        if !already {
+            if let Err(e) = self.broker.subscribe(room).await {
+                self.remove_member(room, conn, false).await;
+                return Err(e);
+            }
+        }
+        let answer = async {
+            if first_of_user {
+                self.presence.join(room, &user).await?;
+            }
+            let recovery = engine::recover(&*self.broker, room, since, self.limits).await?;
+            let mut members = self.presence.members(room).await?;
+            members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+            Ok::<_, EngineError>((recovery, members))
+        }
+        .await;
+        match answer {
+            Ok((recovery, members)) => {
+                let mut rooms = self.rooms.lock().expect("hub lock");
+                if let Some(r) = rooms.get_mut(room) {
+                    r.joined_at(&recovery.position.epoch, recovery.position.offset);
+                }
+                Ok(Joined {
+                    key,
+                    recovery,
+                    members,
+                })
+            }
+            Err(e) => {
+                if !already {
+                    self.remove_member(room, conn, true).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the connection from the room; the last local connection of a
+    /// user leaves presence, and its broker subscription ends.
+    pub(crate) async fn leave(&self, room: &RoomName, conn: ConnId) {
+        self.remove_member(room, conn, true).await
+    }
+
+    /// [`Hub::leave`]; `subscribed` says whether the member's subscribe
+    /// succeeded (only then is there one to end).
+    async fn remove_member(&self, room: &RoomName, conn: ConnId, subscribed: bool) {
+        let left_user = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            let Some(r) = rooms.get_mut(room) else {
+                return;
+            };
+            let Some(member) = r.members.remove(&conn) else {
+                return;
+            };
+            let mut left_user = None;
+            if let Some((user, n)) = r.users.get_mut(&member.user.id) {
+                *n -= 1;
+                if *n == 0 {
+                    left_user = Some(user.clone());
+                    r.users.remove(&member.user.id);
+                }
+            }
+            if r.members.is_empty() {
+                rooms.remove(room);
+            }
+            metrics::gauge!(m::LOCAL_ROOMS).set(rooms.len() as f64);
+            left_user
+        };
+        if let Some(user) = left_user {
+            if let Err(e) = self.presence.leave(room, &user).await {
+                tracing::warn!(room = %room, error = %e, "presence leave failed; it expires instead");
+            }
+        }
+        if subscribed {
+            self.broker.unsubscribe(room).await;
+        }
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        room: &RoomName,
+        msg: Publication,
+    ) -> Result<Published, EngineError> {
+        self.broker.publish(room, msg).await
+    }
+
+    pub(crate) async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        self.broker.typing(room, user).await
+    }
+
+    pub(crate) async fn history(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, EngineError> {
+        let before = match before {
+            Some(b) => b,
+            None => self.broker.position(room).await?.offset.saturating_add(1),
+        };
+        self.broker.before(room, before, limit).await
+    }
+
+    /// Active rooms, the busiest first.
+    pub(crate) async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
+        let mut rooms = self.presence.rooms().await?;
+        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        Ok(rooms)
+    }
+
+    /// Whether the shared store answers (`/readyz`).
+    pub(crate) async fn reachable(&self) -> Result<(), EngineError> {
+        self.broker.reachable().await
+    }
+
+    /// The event loop: delivers engine events to local members until the
+    /// engine side of the channel closes. Never awaits anything but the
+    /// next event. Holds the hub weakly between events: the hub owns the
+    /// engine, which owns the channel's sender, so a strong reference here
+    /// would keep the channel open, and this task alive, for ever. Once the
+    /// last connection and the router let go of the hub, the channel closes
+    /// and the task ends, which is what shutdown waits for.
+    pub(crate) async fn run(hub: Weak<Self>, mut events: mpsc::Receiver<EngineEvent>) {
+        while let Some(event) = events.recv().await {
+            let Some(hub) = hub.upgrade() else { return };
+            hub.handle(event);
+        }
+    }
+
+    /// Keeps this instance's presence entries alive: every `every`, tells
+    /// the presence store which users are connected here, until `stop`.
+    pub(crate) async fn refresh_presence(
+        hub: Weak<Self>,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(hub) = hub.upgrade() else { return };
+            let local = hub.local_presence();
+            if let Err(e) = hub.presence.refresh(&local).await {
+                tracing::warn!(error = %e, "presence refresh failed");
+            }
+        }
+    }
+
+    /// The users connected here, per room.
+    fn local_presence(&self) -> Vec<LocalPresence> {
+        let rooms = self.rooms.lock().expect("hub lock");
+        rooms
+            .iter()
+            .map(|(name, r)| LocalPresence {
+                room: name.clone(),
+                users: r.users.values().map(|(u, _)| User::clone(u)).collect(),
+            })
+            .collect()
+    }
+
+    fn handle(&self, event: EngineEvent) {
+        match event {
+            EngineEvent::Message {
+                room,
+                epoch,
+                message,
+            } => self.on_stored(&room, epoch, message),
+            EngineEvent::Typing { room, user } => {
+                let frame = ServerFrame::Typing {
+                    room: room.as_str().to_owned(),
+                    user,
+                };
+                self.fan_out_ephemeral(&room, &frame);
+            }
+            EngineEvent::Presence { room, user, joined } => {
+                let (joined, left) = if joined {
+                    (vec![user], vec![])
+                } else {
+                    (vec![], vec![user])
+                };
+                let frame = ServerFrame::Presence {
+                    room: room.as_str().to_owned(),
+                    joined,
+                    left,
+                };
+                self.fan_out_ephemeral(&room, &frame);
+            }
+            EngineEvent::Resync => self.resync(),
+        }
+    }
+
+    /// Typing and presence go to every local member but the connections of
+    /// the user they are about (a joiner learns members from `joined`).
+    fn fan_out_ephemeral(&self, room: &RoomName, frame: &ServerFrame) {
+        let about = match frame {
+            ServerFrame::Typing { user, .. } => Some(user.id.as_str()),
+            ServerFrame::Presence { joined, left, .. } => {
+                joined.first().or(left.first()).map(|u| u.id.as_str())
+            }
+            _ => None,
+        };
+        let frame = encode(frame);
+        let rooms = self.rooms.lock().expect("hub lock");
+        let Some(r) = rooms.get(room) else { return };
+        let item = Arc::new(Outbound {
+            room: r.key.clone(),
+            offset: 0,
+            frame,
+        });
+        r.fan_out(&item, about);
+    }
+
+    /// A stored message of a subscribed room arrived: the delivery rule.
+    fn on_stored(&self, room: &RoomName, epoch: Arc<str>, message: ChatMessage) {
+        let offset = message.offset;
+        // Encoded before taking the lock: joins and leaves of every room wait
+        // on this mutex, and serialising is the slowest step here.
+        let delivery = Delivery {
+            epoch,
+            offset,
+            frame: encode(&ServerFrame::Message(message)),
+        };
+        let gap = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            let Some(r) = rooms.get_mut(room) else { return };
+            r.arrive(delivery)
+        };
+        if gap {
+            metrics::counter!(m::GAP_FILLS).increment(1);
+            self.start_catch_up(room.clone());
+        }
+    }
+
+    /// The transport may have lost events: every local room catches up from
+    /// the store (a room already catching up reads the store once more).
+    fn resync(&self) {
+        let start: Vec<RoomName> = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            rooms
+                .iter_mut()
+                .filter_map(|(name, r)| match &mut r.catching_up {
+                    Some(held) => {
+                        held.stale = true;
+                        None
+                    }
+                    None => {
+                        r.catching_up = Some(Default::default());
+                        Some(name.clone())
+                    }
+                })
+                .collect()
+        };
+        for room in start {
+            self.start_catch_up(room);
+        }
+    }
+
+    fn start_catch_up(&self, room: RoomName) {
+        self.tracker.spawn(Hub::catch_up(self.me.clone(), room));
+    }
+}
+
+#[cfg(test)]
+mod tests;

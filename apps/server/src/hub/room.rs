@@ -1,0 +1,240 @@
+//! One room as this instance's hub holds it: its local members, its
+//! cursor (the last message delivered here), and the messages held while
+//! a catch-up fills a gap. Pure and synchronous: every method runs under
+//! the hub's lock and never waits.
+
+use super::{ConnId, Member};
+use crate::metrics as m;
+use crate::outbox::Outbound;
+use protocol::{CloseCode, User};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Messages a room holds while its catch-up runs; past this the newest are
+/// dropped and the catch-up reads the store once more instead (they are
+/// stored: nothing is lost).
+pub(super) const HELD_MAX: usize = 1024;
+
+/// A stored message on its way to local members, encoded once.
+#[derive(Debug, Clone)]
+pub(super) struct Delivery {
+    pub(super) epoch: Arc<str>,
+    pub(super) offset: u64,
+    pub(super) frame: Utf8Bytes,
+}
+
+/// The last message delivered in a room, or the lowest position a joiner
+/// was answered with while nothing was delivered yet (`provisional`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Cursor {
+    pub(super) epoch: Arc<str>,
+    pub(super) offset: u64,
+    pub(super) provisional: bool,
+}
+
+/// What the hub does with a stored message of a room, by the room's cursor
+/// (the delivery rule of the hub's module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The next offset (or the room has no cursor): deliver it.
+    Deliver,
+    /// At or below the cursor: delivered already (or in a joiner's history).
+    Skip,
+    /// Beyond the next offset: the messages between are missing; hold it and
+    /// fill the gap from the store first.
+    Fill,
+    /// Another epoch: the room's history was lost; reset the members.
+    NewEpoch,
+}
+
+impl Step {
+    pub(super) fn of(cursor: Option<&Cursor>, epoch: &str, offset: u64) -> Step {
+        match cursor {
+            None => Step::Deliver,
+            Some(c) if *c.epoch != *epoch => Step::NewEpoch,
+            Some(c) if offset <= c.offset => Step::Skip,
+            Some(c) if offset == c.offset + 1 => Step::Deliver,
+            Some(_) => Step::Fill,
+        }
+    }
+}
+
+/// Messages that arrived while the room's catch-up ran, in arrival order.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    pub(super) messages: VecDeque<Delivery>,
+    /// The store may hold messages that neither the catch-up's read nor
+    /// `messages` has (some were dropped past [`HELD_MAX`], or the transport
+    /// lost events meanwhile): read the store once more.
+    pub(super) stale: bool,
+}
+
+pub(super) struct LocalRoom {
+    /// The room's name as the `Arc` every [`Outbound`] of the room carries.
+    pub(super) key: Arc<str>,
+    pub(super) members: HashMap<ConnId, Member>,
+    /// Local connections per user id: presence changes at 0 ↔ 1. The user
+    /// is the first connection's (what presence was told).
+    pub(super) users: HashMap<String, (Arc<User>, usize)>,
+    pub(super) cursor: Option<Cursor>,
+    /// Some while a catch-up of this room runs: every message of the room
+    /// waits here until it is done, so members get them in order.
+    pub(super) catching_up: Option<Held>,
+}
+
+impl LocalRoom {
+    pub(super) fn new(key: Arc<str>) -> LocalRoom {
+        LocalRoom {
+            key,
+            members: HashMap::new(),
+            users: HashMap::new(),
+            cursor: None,
+            catching_up: None,
+        }
+    }
+
+    /// Pushes `item` to every member except the connections of user
+    /// `except`. A full outbox kicks its member (close 1013).
+    pub(super) fn fan_out(&self, item: &Arc<Outbound>, except: Option<&str>) {
+        for member in self.members.values() {
+            if except.is_some_and(|id| id == member.user.id) {
+                continue;
+            }
+            // A kicked member stays until its connection leaves; count it
+            // once.
+            if member.outbox.push(item.clone()).is_err()
+                && member.outbox.kick(CloseCode::TryAgainLater)
+            {
+                metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
+            }
+        }
+    }
+
+    /// Delivers one message to every member and moves the cursor, unless it
+    /// is not newer than the cursor.
+    pub(super) fn deliver(&mut self, d: &Delivery) {
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.epoch == d.epoch && d.offset <= c.offset)
+        {
+            return;
+        }
+        self.cursor = Some(Cursor {
+            epoch: d.epoch.clone(),
+            offset: d.offset,
+            provisional: false,
+        });
+        let item = Arc::new(Outbound {
+            room: self.key.clone(),
+            offset: d.offset,
+            frame: d.frame.clone(),
+        });
+        metrics::counter!(m::MESSAGES_DELIVERED).increment(self.members.len() as u64);
+        self.fan_out(&item, None);
+    }
+
+    /// The room's history was lost (new epoch): local members hold offsets
+    /// that mean nothing now. They are asked to reconnect (close 1013);
+    /// their re-join with the old epoch is answered `recovered: false` with
+    /// the new history.
+    pub(super) fn reset(&mut self) {
+        self.cursor = None;
+        self.catching_up = None;
+        for member in self.members.values() {
+            member.outbox.kick(CloseCode::TryAgainLater);
+        }
+    }
+
+    /// Lowers a provisional cursor to a joiner's position (or sets one), so
+    /// messages after the oldest position any joiner was answered with are
+    /// delivered.
+    pub(super) fn joined_at(&mut self, epoch: &Arc<str>, offset: u64) {
+        match &mut self.cursor {
+            None => {
+                self.cursor = Some(Cursor {
+                    epoch: epoch.clone(),
+                    offset,
+                    provisional: true,
+                })
+            }
+            Some(c) if c.provisional && c.epoch == *epoch => c.offset = c.offset.min(offset),
+            Some(_) => {}
+        }
+    }
+
+    /// Applies the delivery rule to one message that arrived outside a
+    /// catch-up. Returns true when a gap was found: the message is held and
+    /// the caller starts the room's catch-up.
+    pub(super) fn arrive(&mut self, d: Delivery) -> bool {
+        if let Some(held) = &mut self.catching_up {
+            hold(held, d);
+            return false;
+        }
+        match Step::of(self.cursor.as_ref(), &d.epoch, d.offset) {
+            Step::Skip => false,
+            Step::Deliver => {
+                self.deliver(&d);
+                false
+            }
+            Step::NewEpoch => {
+                tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
+                self.reset();
+                false
+            }
+            Step::Fill => {
+                let mut held = Held::default();
+                hold(&mut held, d);
+                self.catching_up = Some(held);
+                true
+            }
+        }
+    }
+
+    /// Ends a catch-up round: delivers what it read from the store, then the
+    /// held messages by the delivery rule. Returns true when the room must
+    /// read the store again (a gap remains, or the store may hold more).
+    pub(super) fn finish_catch_up(&mut self, read: &[Delivery]) -> bool {
+        for d in read {
+            self.deliver(d);
+        }
+        let Some(held) = self.catching_up.take() else {
+            // Reset meanwhile: nothing to deliver.
+            return false;
+        };
+        let mut messages = held.messages;
+        while let Some(d) = messages.pop_front() {
+            match Step::of(self.cursor.as_ref(), &d.epoch, d.offset) {
+                Step::Skip => {}
+                Step::Deliver => self.deliver(&d),
+                Step::NewEpoch => {
+                    tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
+                    self.reset();
+                    return false;
+                }
+                Step::Fill => {
+                    messages.push_front(d);
+                    self.catching_up = Some(Held {
+                        messages,
+                        stale: held.stale,
+                    });
+                    return true;
+                }
+            }
+        }
+        if held.stale {
+            self.catching_up = Some(Held::default());
+            return true;
+        }
+        false
+    }
+}
+
+fn hold(held: &mut Held, d: Delivery) {
+    if held.messages.len() < HELD_MAX {
+        held.messages.push_back(d);
+    } else {
+        held.stale = true;
+    }
+}

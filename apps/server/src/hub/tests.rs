@@ -1,0 +1,493 @@
+//! The hub's rules against the in-process engine. Each test names the rule
+//! it pins. The tests stand in for the transport between the engine and
+//! the hub: they take the engine's events off its channel and hand the hub
+//! the ones they choose (dropping some is Redis pub/sub losing them).
+//! Store faults (a failing or slow read) come from [`Faulty`], a broker
+//! that passes every call to the memory engine unless told otherwise.
+
+use super::room::{Cursor, Step};
+use super::*;
+use crate::engine::memory::MemoryEngine;
+use crate::engine::Position;
+use async_trait::async_trait;
+use protocol::CloseCode;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+const LIMITS: RecoveryLimits = RecoveryLimits {
+    recent: 50,
+    max_replay: 1000,
+};
+
+/// A broker that fails the next `failures` position reads, and blocks the
+/// position reads of room `slow` until `release` is notified.
+struct Faulty {
+    inner: Arc<MemoryEngine>,
+    failures: AtomicUsize,
+    slow: std::sync::Mutex<Option<RoomName>>,
+    release: Notify,
+    /// Position reads that reached the store (counting the failed ones).
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl Broker for Faulty {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError> {
+        self.inner.publish(room, msg).await
+    }
+    async fn position(&self, room: &RoomName) -> Result<Position, EngineError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(EngineError::Unavailable("injected".into()));
+        }
+        let slow = self.slow.lock().unwrap().as_ref() == Some(room);
+        if slow {
+            self.release.notified().await;
+        }
+        self.inner.position(room).await
+    }
+    async fn range(
+        &self,
+        room: &RoomName,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<ChatMessage>, EngineError> {
+        self.inner.range(room, after, upto).await
+    }
+    async fn before(
+        &self,
+        room: &RoomName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, EngineError> {
+        self.inner.before(room, before, limit).await
+    }
+    async fn subscribe(&self, room: &RoomName) -> Result<(), EngineError> {
+        self.inner.subscribe(room).await
+    }
+    async fn unsubscribe(&self, room: &RoomName) {
+        self.inner.unsubscribe(room).await
+    }
+    async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+        self.inner.typing(room, user).await
+    }
+    async fn reachable(&self) -> Result<(), EngineError> {
+        self.inner.reachable().await
+    }
+}
+
+struct Rig {
+    hub: Arc<Hub>,
+    broker: Arc<Faulty>,
+    events: mpsc::Receiver<EngineEvent>,
+    tracker: TaskTracker,
+    next_conn: ConnId,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let (tx, events) = mpsc::channel(4096);
+        let memory = Arc::new(MemoryEngine::new(tx, 10_000));
+        let broker = Arc::new(Faulty {
+            inner: memory.clone(),
+            failures: AtomicUsize::new(0),
+            slow: std::sync::Mutex::new(None),
+            release: Notify::new(),
+            reads: AtomicUsize::new(0),
+        });
+        let tracker = TaskTracker::new();
+        let hub = Hub::new(
+            broker.clone(),
+            memory,
+            LIMITS,
+            tracker.clone(),
+            CancellationToken::new(),
+        );
+        Rig {
+            hub,
+            broker,
+            events,
+            tracker,
+            next_conn: 1,
+        }
+    }
+
+    /// From now on, reads of `name`'s position wait for `release`.
+    fn slow_down(&self, name: &str) {
+        *self.broker.slow.lock().unwrap() = Some(room(name));
+    }
+
+    /// Reads of the slow room's position go on, the waiting one included.
+    fn speed_up(&self) {
+        *self.broker.slow.lock().unwrap() = None;
+        self.broker.release.notify_one();
+    }
+
+    /// Joins a new connection of `user` to `room`; returns its outbox.
+    async fn join(&mut self, name: &str, user: &Arc<User>) -> Arc<Outbox> {
+        let outbox = Outbox::new(10_000);
+        let member = Member {
+            conn: self.next_conn,
+            user: user.clone(),
+            outbox: outbox.clone(),
+        };
+        self.next_conn += 1;
+        self.hub
+            .join(&room(name), member, None)
+            .await
+            .expect("join");
+        outbox
+    }
+
+    async fn publish(&self, name: &str, n: usize) {
+        let from = User {
+            id: "u_sender".into(),
+            name: "sender".into(),
+        };
+        for i in 0..n {
+            let msg = Publication {
+                id: format!("m_{i}"),
+                client_id: format!("c-{}", rand::random::<u64>()),
+                from: from.clone(),
+                body: format!("body {i}"),
+                ts: 0,
+            };
+            self.hub.publish(&room(name), msg).await.expect("publish");
+        }
+    }
+
+    /// Takes the events the engine emitted so far.
+    fn take_events(&mut self) -> Vec<EngineEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Hands every emitted event to the hub.
+    fn pump(&mut self) {
+        for e in self.take_events() {
+            self.hub.handle(e);
+        }
+    }
+
+    /// Waits until every catch-up task has ended.
+    async fn caught_up(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn user(id: &str) -> Arc<User> {
+    Arc::new(User {
+        id: id.into(),
+        name: id.into(),
+    })
+}
+
+/// What a member's outbox holds: offsets of messages, 0 for other frames.
+fn drained(outbox: &Outbox) -> (Vec<u64>, Option<CloseCode>) {
+    let mut batch = VecDeque::new();
+    let kick = outbox.drain(&mut batch);
+    (batch.iter().map(|i| i.offset).collect(), kick)
+}
+
+fn frames(outbox: &Outbox) -> Vec<String> {
+    let mut batch = VecDeque::new();
+    outbox.drain(&mut batch);
+    batch.iter().map(|i| i.frame.as_str().to_owned()).collect()
+}
+
+fn message_event(name: &str, epoch: &str, offset: u64) -> EngineEvent {
+    EngineEvent::Message {
+        room: room(name),
+        epoch: Arc::from(epoch),
+        message: ChatMessage {
+            room: name.into(),
+            offset,
+            id: format!("m_{offset}"),
+            client_id: format!("c-{offset}"),
+            from: User::clone(&user("u_x")),
+            body: "b".into(),
+            ts: 0,
+        },
+    }
+}
+
+fn cursor(epoch: &str, offset: u64) -> Cursor {
+    Cursor {
+        epoch: Arc::from(epoch),
+        offset,
+        provisional: false,
+    }
+}
+
+/// Rule: the delivery decision of each (cursor, message) pair.
+#[test]
+fn the_delivery_rule_decides_by_epoch_and_offset() {
+    let c = cursor("e1", 5);
+    assert_eq!(Step::of(None, "e1", 9), Step::Deliver);
+    assert_eq!(Step::of(Some(&c), "e1", 6), Step::Deliver);
+    assert_eq!(Step::of(Some(&c), "e1", 5), Step::Skip);
+    assert_eq!(Step::of(Some(&c), "e1", 1), Step::Skip);
+    assert_eq!(Step::of(Some(&c), "e1", 7), Step::Fill);
+    assert_eq!(Step::of(Some(&c), "e2", 6), Step::NewEpoch);
+    assert_eq!(Step::of(Some(&c), "e2", 1), Step::NewEpoch);
+}
+
+/// Rule: deliver — the next offset reaches every member, in order, once.
+#[tokio::test]
+async fn the_next_offset_reaches_every_member_in_order() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    let b = rig.join("lobby", &user("u_b")).await;
+    rig.take_events(); // presence
+    rig.publish("lobby", 3).await;
+    rig.pump();
+    assert_eq!(drained(&a), (vec![1, 2, 3], None));
+    assert_eq!(drained(&b), (vec![1, 2, 3], None));
+}
+
+/// Rule: skip — an event at or below the cursor (a duplicate, a replay)
+/// is not delivered again.
+#[tokio::test]
+async fn an_offset_at_or_below_the_cursor_is_skipped() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.publish("lobby", 2).await;
+    let events = rig.take_events();
+    for e in events.iter().chain(events.iter()).cloned() {
+        rig.hub.handle(e);
+    }
+    assert_eq!(drained(&a), (vec![1, 2], None));
+}
+
+/// Rule: fill — after a gap the message waits until the missing ones are
+/// read from the store; members get all of them in offset order.
+#[tokio::test]
+async fn a_gap_is_filled_from_the_store_before_the_later_message() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.publish("lobby", 5).await;
+    let events = rig.take_events();
+    // The transport lost offsets 2..=4.
+    rig.hub.handle(events[0].clone());
+    rig.hub.handle(events[4].clone());
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![1, 2, 3, 4, 5], None));
+    // Late copies of the lost events are skipped.
+    for e in &events[1..4] {
+        rig.hub.handle(e.clone());
+    }
+    assert_eq!(drained(&a), (vec![], None));
+}
+
+/// Rule: new epoch — a message of another epoch means the room's history
+/// was lost: members are asked to reconnect (1013) and nothing is delivered.
+#[tokio::test]
+async fn another_epoch_resets_the_members() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.publish("lobby", 1).await;
+    rig.pump();
+    assert_eq!(drained(&a), (vec![1], None));
+    rig.hub.handle(message_event("lobby", "another-epoch", 2));
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+}
+
+/// Rule: new epoch, found by a catch-up — the store answers another epoch
+/// than the room's cursor: members reset, nothing of the old epoch held.
+#[tokio::test]
+async fn a_catch_up_that_finds_another_epoch_resets_the_members() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    // The room's cursor is in an epoch the store no longer has; a message
+    // of that epoch opens a gap, and the catch-up finds the store elsewhere.
+    {
+        let mut rooms = rig.hub.rooms.lock().unwrap();
+        rooms.get_mut(&room("lobby")).unwrap().cursor = Some(cursor("stale-epoch", 0));
+    }
+    rig.hub.handle(message_event("lobby", "stale-epoch", 3));
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+}
+
+/// Rule: presence counts a user once per instance — a second tab of the
+/// same user announces nothing, and only the last tab's leave does.
+#[tokio::test]
+async fn two_tabs_of_one_user_are_present_once() {
+    let mut rig = Rig::new();
+    let bob = user("u_bob");
+    let observer = rig.join("lobby", &user("u_obs")).await;
+    rig.pump();
+    drained(&observer);
+    let tab1 = rig.join("lobby", &bob).await;
+    let tab2 = rig.join("lobby", &bob).await;
+    rig.pump();
+    let seen = frames(&observer);
+    assert_eq!(seen.len(), 1, "one presence join: {seen:?}");
+    assert!(
+        seen[0].contains("\"joined\":[{\"id\":\"u_bob\""),
+        "{}",
+        seen[0]
+    );
+    let members = rig.hub.presence.members(&room("lobby")).await.unwrap();
+    assert_eq!(members.iter().filter(|u| u.id == "u_bob").count(), 1);
+
+    // Both tabs get every message.
+    rig.publish("lobby", 2).await;
+    rig.pump();
+    assert_eq!(drained(&tab1).0, [1, 2]);
+    assert_eq!(drained(&tab2).0, [1, 2]);
+    drained(&observer);
+
+    rig.hub.leave(&room("lobby"), 2).await;
+    rig.pump();
+    assert_eq!(frames(&observer), Vec::<String>::new(), "one tab is left");
+    rig.hub.leave(&room("lobby"), 3).await;
+    rig.pump();
+    let seen = frames(&observer);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains("\"left\":[{\"id\":\"u_bob\""),
+        "{}",
+        seen[0]
+    );
+}
+
+/// Rule: a failed catch-up is retried with backoff until it succeeds;
+/// meanwhile the room's later messages wait, and nothing is lost.
+#[tokio::test(start_paused = true)]
+async fn a_catch_up_that_fails_is_retried_until_it_succeeds() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.broker.failures.store(3, Ordering::SeqCst);
+    rig.broker.reads.store(0, Ordering::SeqCst);
+    rig.publish("lobby", 4).await;
+    let events = rig.take_events();
+    rig.hub.handle(events[0].clone());
+    rig.hub.handle(events[3].clone());
+    assert_eq!(drained(&a), (vec![1], None));
+    rig.publish("lobby", 1).await;
+    rig.pump(); // offset 5 arrives while the catch-up fails: it waits
+    assert_eq!(drained(&a), (vec![], None));
+    rig.caught_up().await;
+    assert_eq!(
+        rig.broker.reads.load(Ordering::SeqCst),
+        4,
+        "3 failures, then success"
+    );
+    assert_eq!(drained(&a), (vec![2, 3, 4, 5], None));
+}
+
+/// Rule: the event loop never waits for the store — while one room's
+/// catch-up is stuck on a slow read, other rooms are delivered at once,
+/// and the slow room's later messages wait for its catch-up only.
+#[tokio::test]
+async fn a_slow_rooms_catch_up_does_not_stall_another_room() {
+    let mut rig = Rig::new();
+    let s = rig.join("slow", &user("u_s")).await;
+    let f = rig.join("fast", &user("u_f")).await;
+    rig.take_events();
+    rig.slow_down("slow");
+    rig.publish("slow", 3).await;
+    let events = rig.take_events();
+    rig.hub.handle(events[0].clone());
+    rig.hub.handle(events[2].clone()); // gap: catch-up starts, blocks
+    tokio::task::yield_now().await;
+
+    rig.publish("fast", 2).await;
+    rig.publish("slow", 1).await;
+    rig.pump(); // returns without waiting for the slow read
+    assert_eq!(drained(&f), (vec![1, 2], None));
+    assert_eq!(
+        drained(&s),
+        (vec![1], None),
+        "slow room's later messages wait"
+    );
+
+    rig.speed_up();
+    rig.caught_up().await;
+    assert_eq!(drained(&s), (vec![2, 3, 4], None));
+}
+
+/// Rule: held messages are bounded — past the bound the catch-up reads the
+/// store again instead, and still delivers every message once, in order.
+#[tokio::test]
+async fn more_messages_than_a_room_holds_during_a_catch_up_are_read_again() {
+    let mut rig = Rig::new();
+    let s = rig.join("slow", &user("u_s")).await;
+    rig.take_events();
+    rig.slow_down("slow");
+    rig.publish("slow", 3).await;
+    let events = rig.take_events();
+    rig.hub.handle(events[0].clone());
+    rig.hub.handle(events[2].clone());
+    let more = room::HELD_MAX + 10;
+    rig.publish("slow", more).await;
+    rig.pump();
+    {
+        let rooms = rig.hub.rooms.lock().unwrap();
+        let held = rooms[&room("slow")].catching_up.as_ref().unwrap();
+        assert_eq!(held.messages.len(), room::HELD_MAX);
+        assert!(held.stale, "what was not held is read from the store");
+    }
+    rig.speed_up();
+    rig.caught_up().await;
+    let total = 3 + more as u64;
+    assert_eq!(drained(&s), ((1..=total).collect(), None));
+}
+
+/// Rule: a resync (the transport may have lost events) catches every local
+/// room up from the store.
+#[tokio::test]
+async fn a_resync_catches_every_room_up() {
+    let mut rig = Rig::new();
+    let a = rig.join("one", &user("u_a")).await;
+    let b = rig.join("two", &user("u_b")).await;
+    rig.take_events();
+    rig.publish("one", 2).await;
+    rig.publish("two", 3).await;
+    rig.take_events(); // all lost
+    rig.hub.handle(EngineEvent::Resync);
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![1, 2], None));
+    assert_eq!(drained(&b), (vec![1, 2, 3], None));
+}
+
+/// Rule: one broker subscription per local membership, ended by its leave
+/// — a member whose join failed leaves no membership behind.
+#[tokio::test]
+async fn a_failed_join_leaves_no_member_behind() {
+    let mut rig = Rig::new();
+    rig.broker.failures.store(1, Ordering::SeqCst);
+    let outbox = Outbox::new(16);
+    let member = Member {
+        conn: 99,
+        user: user("u_a"),
+        outbox,
+    };
+    assert!(rig.hub.join(&room("lobby"), member, None).await.is_err());
+    assert!(rig.hub.rooms.lock().unwrap().is_empty());
+    rig.take_events();
+    assert!(rig.hub.local_presence().is_empty());
+}
