@@ -56,11 +56,12 @@ struct Driver {
     state: RwSignal<ChatState>,
     socket: Option<Socket>,
     /// A socket whose own handler found it closed: it cannot be dropped from
-    /// inside that handler, so it waits here for the next connection.
-    closed: Option<Socket>,
+    /// inside that handler, so it is parked here until the next connection.
+    parked: Option<Socket>,
     /// Generation of the current socket.
     generation: u64,
-    retry: Option<TimeoutHandle>,
+    /// The timer that reconnects after a backoff, if one is set.
+    reconnect_timer: Option<TimeoutHandle>,
     /// When the current socket last received a frame (ms).
     last_rx: f64,
     /// When the last liveness probe was sent on the current socket.
@@ -104,9 +105,9 @@ pub(crate) fn start(state: RwSignal<ChatState>, clock: RwSignal<i64>) {
         *d = Some(Driver {
             state,
             socket: None,
-            closed: None,
+            parked: None,
             generation: 0,
-            retry: None,
+            reconnect_timer: None,
             last_rx: now(),
             probe_at: None,
         })
@@ -175,10 +176,10 @@ fn periodic() {
         Probe::Wait => Vec::new(),
     };
     // Untracked: most of the time nothing is retried and nothing must re-render.
-    if let Some(retry) = state.try_update_untracked(ChatState::retry_failed) {
-        if !retry.is_empty() {
+    if let Some(resends) = state.try_update_untracked(ChatState::retry_failed) {
+        if !resends.is_empty() {
             state.notify();
-            frames.extend(retry);
+            frames.extend(resends);
         }
     }
     send(frames);
@@ -191,10 +192,10 @@ pub(crate) fn connect() {
     state.update(ChatState::connecting);
     let generation = DRIVER.with_borrow_mut(|d| {
         let d = d.as_mut().expect("driver started");
-        if let Some(t) = d.retry.take() {
+        if let Some(t) = d.reconnect_timer.take() {
             t.clear();
         }
-        if let Some(old) = d.closed.take() {
+        if let Some(old) = d.parked.take() {
             old.detach();
         }
         d.generation += 1;
@@ -218,7 +219,7 @@ pub(crate) fn connect() {
     };
 
     let on_open = Closure::<dyn FnMut()>::new(move || {
-        if !is_current(generation) {
+        if !is_current_socket(generation) {
             return;
         }
         if let Some(hello) = with_state(ChatState::hello).flatten() {
@@ -228,7 +229,7 @@ pub(crate) fn connect() {
         }
     });
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-        if !is_current(generation) {
+        if !is_current_socket(generation) {
             return;
         }
         let Some(text) = ev.data().as_string() else {
@@ -253,13 +254,13 @@ pub(crate) fn connect() {
         }
     });
     let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
-        if !is_current(generation) {
+        if !is_current_socket(generation) {
             return;
         }
         // This handler belongs to the socket: park it, drop it later.
         DRIVER.with_borrow_mut(|d| {
             if let Some(d) = d.as_mut() {
-                d.closed = d.socket.take();
+                d.parked = d.socket.take();
             }
         });
         closed(ev.code());
@@ -279,7 +280,7 @@ pub(crate) fn connect() {
     });
 }
 
-fn is_current(generation: u64) -> bool {
+fn is_current_socket(generation: u64) -> bool {
     DRIVER.with_borrow(|d| d.as_ref().is_some_and(|d| d.generation == generation))
 }
 
@@ -300,7 +301,7 @@ fn drop_socket() {
 fn closed_later(generation: u64, code: u16) {
     set_timeout(
         move || {
-            if is_current(generation) {
+            if is_current_socket(generation) {
                 closed(code);
             }
         },
@@ -312,7 +313,7 @@ fn closed_later(generation: u64, code: u16) {
 fn closed(code: u16) {
     let Some(state) = state_signal() else { return };
     let jitter = js_sys::Math::random();
-    let Some(action) = state.try_update(|s| s.on_close(code, now() as i64, jitter)) else {
+    let Some(action) = state.try_update(|s| s.apply_close(code, now() as i64, jitter)) else {
         return;
     };
     if state.with_untracked(|s| s.token.is_none()) {
@@ -324,7 +325,7 @@ fn closed(code: u16) {
             let handle = set_timeout_with_handle(connect, Duration::from_millis(ms)).ok();
             DRIVER.with_borrow_mut(|d| {
                 if let Some(d) = d.as_mut() {
-                    if let Some(old) = std::mem::replace(&mut d.retry, handle) {
+                    if let Some(old) = std::mem::replace(&mut d.reconnect_timer, handle) {
                         old.clear();
                     }
                 }
@@ -337,7 +338,7 @@ fn closed(code: u16) {
 pub(crate) fn stop(reason: Option<String>) {
     drop_socket();
     DRIVER.with_borrow_mut(|d| {
-        if let Some(t) = d.as_mut().and_then(|d| d.retry.take()) {
+        if let Some(t) = d.as_mut().and_then(|d| d.reconnect_timer.take()) {
             t.clear();
         }
     });

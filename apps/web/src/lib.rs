@@ -5,10 +5,11 @@
 //!
 //! Modules in reading order:
 //! - [`state`]: the client's model and every protocol decision, plain Rust,
-//!   unit-tested natively;
+//!   unit-tested natively (a folder: frames, actions, connection, room,
+//!   what the views read);
 //! - `client` (hydrate only): the WebSocket driver, timers and storage;
 //! - `platform`: what the views call of the browser, inert on the server;
-//! - [`app`]: the views.
+//! - [`app`]: the views, one module per screen area.
 
 // The view types of a whole page nest deeper than the default allows.
 #![recursion_limit = "256"]
