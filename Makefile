@@ -58,8 +58,12 @@ test: fmt-check lint wasm-check unit e2e compose-check
 fmt-check:
 	cargo fmt --all -- --check
 
+## lint: clippy with warnings denied, and no module importing one that
+## imports it back (scripts/module_cycles.py).
 lint:
 	$(ENSURE) wasm-target
+	python3 scripts/module_cycles.py apps/server/src apps/web/src apps/docs/src \
+	  packages/protocol/src packages/ui/src tools/loadgen/src
 	cargo clippy --workspace --all-targets -- -D warnings
 
 wasm-check:
