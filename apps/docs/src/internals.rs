@@ -1,4 +1,4 @@
-//! The internals page, for people extending the server: the engine trait,
+//! The internals page, for people extending the server: the engine's roles,
 //! recovery by epoch and offset, the hub's gap filling and resync, presence
 //! expiry, backpressure, memory per connection and the one delivery path.
 
@@ -9,23 +9,23 @@ use leptos::prelude::*;
 const SECTIONS: &[(&str, &str, &str)] = &[
     (
         "engine",
-        "The engine trait",
-        "`engine::Engine` is the shared store behind an `Arc<dyn Engine>`: `publish` (dedupe, next offset, store, fan out), `position` (epoch and latest offset), `range` and `before` (history), `subscribe`/`unsubscribe`, presence join, leave and members, `typing`, `rooms` and `ready`. Two implementations: `MemoryEngine` (in-process, the single-instance default and the test double) and `RedisEngine` (a Lua script does dedupe, offset, `XADD` to the capped stream and `PUBLISH` in one atomic step). The engine never knows the hub: its events (`EngineEvent::Message`, presence, typing, `EngineEvent::Resync`) leave through a bounded channel wired in `run`.",
+        "The engine: a broker and a presence store",
+        "The engine is what instances share, in two roles (as the centrifuge library splits its Broker and PresenceManager). `engine::Broker`: `publish` (dedupe, next offset, store, fan out), `position` (epoch and latest offset), `range` and `before` (history), `subscribe`/`unsubscribe` (counted by the broker, so a leave racing the next join leaves the room subscribed), `typing` and `reachable`. `engine::PresenceStore`: `join`, `leave`, `refresh`, `members` and `rooms`. Two implementations provide both: `MemoryEngine` (in-process, the single-instance default and the test double) and `RedisEngine` (a Lua script does dedupe, offset, `XADD` to the capped stream and `PUBLISH` in one atomic step). The engine never knows the hub: its events (`EngineEvent::Message`, presence, typing, `EngineEvent::Resync`) leave through a bounded channel wired in `run`.",
     ),
     (
         "recovery",
         "Recovery by epoch and offset",
-        "Each room has an epoch (it changes only if the room's history is lost) and contiguous offsets. `engine::recover` answers a `join` with `since`, written once over the trait so both engines agree: if the epoch matches, the offset is not beyond the room's, and the gap is within `--max-replay` and still retained, `joined.history` holds every message after `since.offset` and `recovered: true`; otherwise the newest messages and `recovered: false`.",
+        "Each room has an epoch (it changes only if the room's history is lost) and contiguous offsets. `engine::recover` answers a `join` with `since`, written once over the broker so both engines agree: if the epoch matches, the offset is not beyond the room's, and the gap is within `--max-replay` and still retained, `joined.history` holds every message after `since.offset` and `recovered: true`; otherwise the newest messages and `recovered: false`.",
     ),
     (
         "gaps",
         "Gap filling and resync in the hub",
-        "The hub keeps a cursor per local room: the last offset it delivered. A message at or below the cursor is a duplicate and is dropped; a message beyond the cursor + 1 means pub/sub lost something, so the hub reads the missing offsets with `Engine::range` and delivers them first (counted by `chat_gap_fills_total`). Pub/sub losing a message therefore never loses it for a client. When the Redis engine re-makes its pub/sub connection it emits `EngineEvent::Resync` and the hub catches every local room up, retrying with backoff while the store comes back.",
+        "The hub keeps a cursor per local room: the last offset it delivered. A message at or below the cursor is a duplicate and is dropped; a message beyond the cursor + 1 means pub/sub lost something: the message is held and the room's catch-up reads the missing offsets with `Broker::range`, then delivers them and the held messages in order (counted by `chat_gap_fills_total`). Pub/sub losing a message therefore never loses it for a client. Catch-ups run per room beside the hub's event loop, which never waits for the store: a slow room delays only its own messages. When the Redis engine re-makes its pub/sub connection it emits `EngineEvent::Resync` and every local room catches up, each retrying with backoff while the store comes back.",
     ),
     (
         "presence",
         "Presence expiry",
-        "Presence counts a user once however many tabs or instances they use: the hub keeps per-user local counts and tells the engine only on 0 ↔ 1 changes. In Redis each room has a sorted set of users scored by expiry plus a per-user hash of instance → expiry; each instance refreshes its entries every `presence_ttl / 3` and every subscribed instance sweeps expired ones, so a crashed instance's users leave within `--presence-ttl-ms`.",
+        "Presence counts a user once however many tabs or instances they use: the hub keeps per-user local counts and tells the presence store only on 0 ↔ 1 changes. In Redis each room has a sorted set of users scored by expiry plus a per-user hash of instance → expiry; every `presence_ttl / 3` the hub hands the store the users connected here, which refreshes their entries and sweeps the expired ones of those rooms, so a crashed instance's users leave within `--presence-ttl-ms`.",
     ),
     (
         "backpressure",

@@ -24,14 +24,18 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum Round {
     /// The room is caught up (or gone, or reset).
     Done,
-    /// Read the store again.
+    /// The cursor moved and a gap remains (messages arrived during the
+    /// read): read the store again at once.
     Again,
+    /// A gap remains and the read moved nothing (the store holds nothing
+    /// past the cursor): read again after a backoff, never in a busy loop.
+    Stuck,
 }
 
 impl Hub {
     /// Runs `room`'s catch-up to its end: rounds until caught up, retrying
-    /// failed reads with backoff until the room has no local member left or
-    /// the instance stops.
+    /// failed or fruitless reads with backoff until the room has no local
+    /// member left or the instance stops.
     pub(super) async fn catch_up(hub: Weak<Hub>, room: RoomName) {
         let mut delay = RETRY_MIN;
         loop {
@@ -42,20 +46,25 @@ impl Hub {
                 };
                 strong.catch_up_round(&room).await
             };
-            match round {
+            let failed = match round {
                 Ok(Round::Done) => return,
-                Ok(Round::Again) => delay = RETRY_MIN,
-                Err(e) => {
-                    tracing::warn!(room = %room, error = %e, "catch-up failed; retrying");
-                    let stop = strong.stop.clone();
-                    drop(strong);
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
+                Ok(Round::Again) => {
+                    delay = RETRY_MIN;
+                    continue;
                 }
+                Ok(Round::Stuck) => {
+                    EngineError::Internal("the store holds nothing past the gap".into())
+                }
+                Err(e) => e,
+            };
+            tracing::warn!(room = %room, error = %failed, "catch-up incomplete; retrying");
+            let stop = strong.stop.clone();
+            drop(strong);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
             }
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -98,10 +107,11 @@ impl Hub {
         let Some(r) = rooms.get_mut(room) else {
             return Ok(Round::Done);
         };
-        Ok(if r.finish_catch_up(&read) {
-            Round::Again
-        } else {
-            Round::Done
+        let before = r.cursor.clone();
+        Ok(match r.finish_catch_up(&read) {
+            false => Round::Done,
+            true if r.cursor == before => Round::Stuck,
+            true => Round::Again,
         })
     }
 }
