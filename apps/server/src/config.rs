@@ -39,14 +39,16 @@ pub struct Args {
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "chat")]
     pub redis_key_prefix: String,
 
-    /// Name of this instance, shown to clients in `welcome`. Default: a
-    /// random `server-xxxx`.
+    /// Name of this instance, shown to clients in `welcome` and in logs.
+    /// Default: `server-` and 64 random bits in hex, unique in practice
+    /// (16 bits collided between instances of one deployment).
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// Secret that signs session tokens; every instance of a cluster needs the
-    /// same one. Unset: a random per-process secret (tokens do not survive a
-    /// restart or cross instances) and a warning.
+    /// Secret that signs session tokens (at least 16 bytes); every instance
+    /// of a cluster needs the same one, so it is required with
+    /// `--redis-url`. Unset with the in-process engine: a random
+    /// per-process secret (tokens do not survive a restart) and a warning.
     #[arg(long, env = "SESSION_SECRET", hide_env_values = true)]
     pub session_secret: Option<String>,
 
@@ -243,6 +245,14 @@ impl Args {
                         "--redis-url must start with redis:// or rediss://".into(),
                     ));
                 }
+                if self.session_secret.is_none() {
+                    return Err(ConfigError(
+                        "--redis-url needs --session-secret (SESSION_SECRET), the same on every \
+                         instance: with a per-process secret, a client that reconnects to another \
+                         instance becomes a new user and its resent messages are stored twice"
+                            .into(),
+                    ));
+                }
                 Some(RedisConfig {
                     url,
                     ca_cert: self.redis_ca_cert,
@@ -267,7 +277,7 @@ impl Args {
         let instance_id = self
             .instance_id
             .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| format!("server-{:04x}", rand::random::<u16>()));
+            .unwrap_or_else(|| format!("server-{:016x}", rand::random::<u64>()));
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
             redis,
@@ -316,5 +326,51 @@ impl Config {
         ])
         .validate()
         .expect("default configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Arguments with `--redis-url` given (empty: the in-process engine),
+    /// so the environment cannot set it.
+    fn args(redis_url: &str, extra: &[&str]) -> Args {
+        let mut argv = vec!["server", "--redis-url", redis_url, "--leptos-env", "PROD"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn a_redis_url_without_a_session_secret_is_refused() {
+        for url in ["redis://127.0.0.1:1", "rediss://u:p@example.com:6380"] {
+            let err = args(url, &[]).validate().unwrap_err();
+            assert!(err.to_string().contains("--session-secret"), "{err}");
+        }
+        let ok = args(
+            "redis://127.0.0.1:1",
+            &["--session-secret", "0123456789abcdef"],
+        )
+        .validate()
+        .expect("valid with a secret");
+        assert!(ok.redis.is_some());
+        assert!(args("", &[])
+            .validate()
+            .expect("memory engine")
+            .redis
+            .is_none());
+    }
+
+    #[test]
+    fn default_instance_ids_carry_64_random_bits() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| args("", &[]).validate().unwrap().instance_id)
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let hex = id.strip_prefix("server-").expect("server- prefix");
+            assert_eq!(hex.len(), 16, "{id}");
+            assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
     }
 }
