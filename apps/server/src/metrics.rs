@@ -33,6 +33,9 @@ pub const ENGINE_ERRORS: &str = "chat_engine_errors_total";
 pub const GAP_FILLS: &str = "chat_gap_fills_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
+/// Duration of the last presence refresh cycle, seconds (gauge); it must
+/// stay well under a third of `--presence-ttl-ms`.
+pub const PRESENCE_REFRESH_SECONDS: &str = "chat_presence_refresh_seconds";
 
 /// Every metric with what it measures, for the docs' operations page.
 /// A new metric constant belongs in this list too.
@@ -63,6 +66,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         UPGRADES_REFUSED,
         "WebSocket upgrades refused, label `reason` (`origin`, `per_ip`) (counter).",
+    ),
+    (
+        PRESENCE_REFRESH_SECONDS,
+        "Duration of the last presence refresh cycle, in seconds; it must stay well under a third of `--presence-ttl-ms` (gauge).",
     ),
 ];
 

@@ -278,9 +278,11 @@ impl Hub {
             }
             let Some(hub) = hub.upgrade() else { return };
             let local = hub.local_presence();
+            let started = std::time::Instant::now();
             if let Err(e) = hub.presence.refresh(&local).await {
                 tracing::warn!(error = %e, "presence refresh failed");
             }
+            metrics::gauge!(m::PRESENCE_REFRESH_SECONDS).set(started.elapsed().as_secs_f64());
         }
     }
 

@@ -1,14 +1,18 @@
 //! The Redis engine as a [`PresenceStore`]: a user is present in a room
 //! while any instance holds an unexpired entry for it. Entries are scored
 //! by expiry on this instance's clock (`lua/presence_*.lua`), refreshed by
-//! the hub every third of `--presence-ttl-ms`, and swept by every instance
-//! with members in the room, so a crashed instance's users leave.
+//! the hub every third of `--presence-ttl-ms` (pipelined, in batches), and
+//! swept by every instance with members in the room, so a crashed
+//! instance's users leave.
 
 use super::RedisEngine;
 use crate::engine::{now_ms, EngineError, LocalPresence, PresenceStore};
 use async_trait::async_trait;
 use protocol::{RoomInfo, RoomName, User};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, RedisResult, ScriptInvocation};
+
+/// Presence entries (or rooms) per pipelined round trip of a refresh.
+const REFRESH_BATCH: usize = 500;
 
 impl RedisEngine {
     /// Marks `user` present in `room` through this instance for one TTL
@@ -18,30 +22,99 @@ impl RedisEngine {
         let expiry = now + self.presence_ttl.as_millis() as i64;
         self.commands
             .run(|mut conn| async move {
-                let _: i64 = self
-                    .scripts
-                    .presence_join
-                    .key(self.keys.users(room))
-                    .key(self.keys.names(room))
-                    .key(self.keys.user(room, &user.id))
-                    .arg(&user.id)
-                    .arg(&self.instance)
-                    .arg(expiry)
-                    .arg(now)
-                    .arg(&user.name)
-                    .arg(self.keys.channel(room))
-                    .invoke_async(&mut conn)
-                    .await?;
-                redis::cmd("ZADD")
-                    .arg(self.keys.rooms())
-                    .arg("GT")
-                    .arg(expiry)
-                    .arg(room.as_str())
-                    .query_async::<i64>(&mut conn)
-                    .await
+                let mut join = self.scripts.presence_join.prepare_invoke();
+                self.presence_join_args(&mut join, room, user, now, expiry);
+                let _: i64 = join.invoke_async(&mut conn).await?;
+                let mut pipe = redis::pipe();
+                self.rooms_index_cmd(&mut pipe, room, expiry);
+                pipe.query_async::<()>(&mut conn).await
             })
+            .await
+    }
+
+    /// Keys and arguments of `lua/presence_join.lua` for `user` in `room`.
+    fn presence_join_args(
+        &self,
+        join: &mut ScriptInvocation<'_>,
+        room: &RoomName,
+        user: &User,
+        now: i64,
+        expiry: i64,
+    ) {
+        join.key(self.keys.users(room))
+            .key(self.keys.names(room))
+            .key(self.keys.user(room, &user.id))
+            .arg(&user.id)
+            .arg(&self.instance)
+            .arg(expiry)
+            .arg(now)
+            .arg(&user.name)
+            .arg(self.keys.channel(room));
+    }
+
+    /// `ZADD P:rooms GT expiry room`: the room is active until `expiry`.
+    fn rooms_index_cmd(&self, pipe: &mut redis::Pipeline, room: &RoomName, expiry: i64) {
+        pipe.cmd("ZADD")
+            .arg(self.keys.rooms())
+            .arg("GT")
+            .arg(expiry)
+            .arg(room.as_str())
+            .ignore();
+    }
+
+    /// Runs a pipeline made with `ignore_errors`: the number of commands
+    /// that failed and the first error, or the error of the round trip.
+    async fn run_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<(usize, usize, Option<String>), EngineError> {
+        let results: Vec<RedisResult<redis::Value>> = self
+            .commands
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await?;
-        Ok(())
+        let failed: Vec<&redis::RedisError> =
+            results.iter().filter_map(|r| r.as_ref().err()).collect();
+        Ok((
+            results.len(),
+            failed.len(),
+            failed.first().map(|e| e.to_string()),
+        ))
+    }
+}
+
+/// Commands and round trips of one refresh cycle that failed.
+#[derive(Default)]
+struct Failures {
+    commands: usize,
+    failed: usize,
+    first: Option<String>,
+}
+
+impl Failures {
+    fn count(&mut self, outcome: Result<(usize, usize, Option<String>), EngineError>) {
+        match outcome {
+            Ok((commands, failed, first)) => {
+                self.commands += commands;
+                self.failed += failed;
+                if self.first.is_none() {
+                    self.first = first;
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<(), EngineError> {
+        match self.first {
+            None => Ok(()),
+            Some(first) => Err(EngineError::Unavailable(format!(
+                "{} of {} presence updates failed; first: {first}",
+                self.failed, self.commands
+            ))),
+        }
     }
 }
 
@@ -70,35 +143,55 @@ impl PresenceStore for RedisEngine {
         Ok(())
     }
 
+    /// Pipelined: [`REFRESH_BATCH`] users per round trip (each: the join
+    /// script and the rooms index), then one round trip of sweeps per batch
+    /// of rooms. A failed entry or batch does not stop the others; the
+    /// error reports how many failed.
     async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError> {
-        for entry in local {
-            for user in &entry.users {
-                self.mark_present(&entry.room, user).await?;
-            }
-        }
         let now = now_ms();
-        for LocalPresence { room, .. } in local {
-            self.commands
-                .run(|mut conn| async move {
-                    self.scripts
-                        .presence_sweep
-                        .key(self.keys.users(room))
-                        .key(self.keys.names(room))
-                        .arg(now)
-                        .arg(self.keys.user_prefix(room))
-                        .arg(self.keys.channel(room))
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                })
-                .await?;
+        let expiry = now + self.presence_ttl.as_millis() as i64;
+        let entries: Vec<(&RoomName, &User)> = local
+            .iter()
+            .flat_map(|e| e.users.iter().map(move |u| (&e.room, u)))
+            .collect();
+        let mut failures = Failures::default();
+        for batch in entries.chunks(REFRESH_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors()
+                .load_script(&self.scripts.presence_join);
+            for (room, user) in batch {
+                let mut join = self.scripts.presence_join.prepare_invoke();
+                self.presence_join_args(&mut join, room, user, now, expiry);
+                pipe.invoke_script(&join);
+                self.rooms_index_cmd(&mut pipe, room, expiry);
+            }
+            failures.count(self.run_pipeline(&pipe).await);
         }
-        self.commands
-            .run(|mut conn| async move {
-                conn.zrembyscore::<_, _, _, i64>(self.keys.rooms(), "-inf", now)
-                    .await
-            })
-            .await?;
-        Ok(())
+        let rooms: Vec<&RoomName> = local.iter().map(|e| &e.room).collect();
+        for batch in rooms.chunks(REFRESH_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors()
+                .load_script(&self.scripts.presence_sweep);
+            for room in batch {
+                let mut sweep = self.scripts.presence_sweep.prepare_invoke();
+                sweep
+                    .key(self.keys.users(room))
+                    .key(self.keys.names(room))
+                    .arg(now)
+                    .arg(self.keys.user_prefix(room))
+                    .arg(self.keys.channel(room));
+                pipe.invoke_script(&sweep);
+            }
+            failures.count(self.run_pipeline(&pipe).await);
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.rooms())
+            .arg("-inf")
+            .arg(now);
+        failures.count(self.run_pipeline(&pipe).await);
+        failures.into_result()
     }
 
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
