@@ -32,7 +32,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <thead><tr><th>"path"</th><th>"answers"</th><th>"use it for"</th></tr></thead>
             <tbody>
                 <tr><td><code>"/healthz"</code></td><td>"200 " <code>"ok"</code> " while the process serves HTTP"</td><td>"liveness: restart the process if it fails"</td></tr>
-                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine is reachable, else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
+                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes this instance's writes (a Redis replica answers but refuses them), else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
                 <tr><td><code>"/metrics"</code></td><td>"Prometheus text format"</td><td>"scraping (below)"</td></tr>
             </tbody>
         </table>

@@ -153,7 +153,8 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// Fans a typing notice out to every subscribed instance.
     async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError>;
 
-    /// Whether the shared store answers (for `/readyz`).
+    /// Whether the shared store takes writes from this instance (for
+    /// `/readyz`): answering is not enough, a replica answers too.
     async fn reachable(&self) -> Result<(), EngineError>;
 }
 

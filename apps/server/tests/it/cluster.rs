@@ -437,3 +437,29 @@ async fn rediss_with_a_password_and_a_private_ca_works() {
     let c = ServerProc::start("server-c", &wrong, &["--redis-ca-cert", &ca]).await;
     wait_ready(&c, 503).await;
 }
+
+/// Issue 19, input 2: a primary demoted to a replica (`REPLICAOF`) still
+/// answers PING, but refuses writes; the instance is not ready while it
+/// cannot write, and ready again once it can.
+#[tokio::test]
+async fn a_demoted_primary_makes_the_instance_not_ready_until_writes_succeed() {
+    let primary = Redis::start().await;
+    let other = Redis::start().await;
+    let server = ServerProc::start("server-a", &primary.url(), &[]).await;
+    wait_ready(&server, 200).await;
+    let mut conn = primary.conn().await;
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("REPLICAOF");
+    wait_ready(&server, 503).await;
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("REPLICAOF NO ONE");
+    wait_ready(&server, 200).await;
+}

@@ -3,7 +3,7 @@
 //! on the room's channel, subscriptions through the pub/sub task.
 
 use super::RedisEngine;
-use crate::engine::{new_epoch, Broker, EngineError, Position, Publication, Published};
+use crate::engine::{new_epoch, now_ms, Broker, EngineError, Position, Publication, Published};
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomName, User};
 use redis::streams::StreamRangeReply;
@@ -135,13 +135,25 @@ impl Broker for RedisEngine {
         Ok(())
     }
 
+    /// A write, not a PING: a replica (a demoted primary after a failover
+    /// or `REPLICAOF`) answers PING but refuses every publish with
+    /// READONLY, and an instance that cannot write must not report ready.
     async fn reachable(&self) -> Result<(), EngineError> {
+        let key = self.keys.probe(&self.instance);
         self.commands
-            .run(
-                |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
-            )
-            .await?;
-        Ok(())
+            .run(|mut conn| {
+                let key = &key;
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(now_ms())
+                        .arg("PX")
+                        .arg(60_000)
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            })
+            .await
     }
 }
 

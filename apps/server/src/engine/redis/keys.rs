@@ -69,6 +69,11 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
+    /// String: the readiness probe's write of one instance (expires).
+    pub(super) fn probe(&self, instance: &str) -> String {
+        format!("{}:probe:{instance}", self.prefix)
+    }
+
     /// The room of a channel name, if it is one of ours.
     pub(super) fn room_of_channel(&self, channel: &str) -> Option<RoomName> {
         let inner = channel

@@ -14,6 +14,7 @@
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
 //! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `t <user json>`, `p j\|l <user id> <name>` |
 //! | `P:rooms` | zset | room → latest presence expiry (for the rooms list) |
+//! | `P:probe:<instance>` | string | the readiness probe's last write (ms), expires after a minute |
 //!
 //! By role: [`connections`] (the command connection and the pub/sub task,
 //! which counts subscriptions and reconnects), [`broker`] (publishing is one
