@@ -72,7 +72,7 @@ wasm-check:
 	cargo check -p web --target wasm32-unknown-unknown --no-default-features --features hydrate
 
 unit:
-	$(ENSURE) nextest redis-server
+	$(ENSURE) nextest redis-server faketime
 	cargo nextest run --workspace --no-fail-fast
 
 ## e2e: browser tests (e2e/). A dev build of the site; the tests start

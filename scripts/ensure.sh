@@ -9,7 +9,7 @@
 #                 playwright-core for the browser tests: it drives Debian's
 #                 Chromium and downloads no browser)
 #   nextest       cargo-nextest
-#   redis-server chromium chromedriver nginx docker-compose envsubst
+#   redis-server chromium chromedriver nginx docker-compose envsubst faketime
 #                 Debian packages (apt-get update runs once, first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +76,7 @@ for tool in "$@"; do
     nginx) command -v nginx >/dev/null || apt_install nginx-light ;;
     docker-compose) command -v docker-compose >/dev/null || apt_install docker-compose ;;
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
+    faketime) command -v faketime >/dev/null || apt_install faketime ;;
     *) say "unknown tool: $tool"; exit 2 ;;
   esac
 done

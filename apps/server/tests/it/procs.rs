@@ -272,7 +272,37 @@ pub(crate) struct ServerProc {
 impl ServerProc {
     /// Starts an instance on a free port with `args` after the common ones.
     pub(crate) async fn start(instance: &str, redis_url: &str, args: &[&str]) -> ServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+        let server = Command::new(env!("CARGO_BIN_EXE_server"));
+        ServerProc::launch(server, instance, redis_url, args).await
+    }
+
+    /// Like [`ServerProc::start`], with the process's clock shifted by
+    /// `offset` (`+40s`, `-1m`) through Debian's libfaketime, preloaded in
+    /// the server process itself (the `faketime` command forks, and
+    /// killing it would leave the server running).
+    pub(crate) async fn start_skewed(
+        instance: &str,
+        redis_url: &str,
+        args: &[&str],
+        offset: &str,
+    ) -> ServerProc {
+        let lib = std::fs::read_dir("/usr/lib")
+            .expect("/usr/lib")
+            .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketime.so.1")))
+            .find(|p| p.exists())
+            .expect("libfaketime (Debian package faketime; scripts/ensure.sh faketime)");
+        let mut server = Command::new(env!("CARGO_BIN_EXE_server"));
+        server.env("LD_PRELOAD", lib).env("FAKETIME", offset);
+        ServerProc::launch(server, instance, redis_url, args).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        instance: &str,
+        redis_url: &str,
+        args: &[&str],
+    ) -> ServerProc {
+        let mut child = command
             .args(["--bind", "127.0.0.1", "--port", "0", "--log", "info"])
             .args(["--instance-id", instance, "--redis-url", redis_url])
             .args(["--session-secret", "integration-test-secret-0123456789"])

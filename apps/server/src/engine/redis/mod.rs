@@ -9,7 +9,7 @@
 //! | `P:{R}:meta` | hash | `epoch`, `offset` (latest) |
 //! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped |
 //! | `P:{R}:d:<user>:<client id>` | string | offset of a published (user, client id), expires |
-//! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms) |
+//! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms, the store's clock: `TIME` in the scripts) |
 //! | `P:{R}:names` | hash | user id → display name |
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
 //! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `t <user json>`, `p j\|l <user id> <name>` |
@@ -51,6 +51,8 @@ struct Scripts {
     presence_join: Script,
     presence_leave: Script,
     presence_sweep: Script,
+    members: Script,
+    rooms_index: Script,
 }
 
 /// The Redis engine: a [`crate::engine::Broker`] and a
@@ -116,6 +118,8 @@ impl RedisEngine {
                 presence_join: Script::new(include_str!("lua/presence_join.lua")),
                 presence_leave: Script::new(include_str!("lua/presence_leave.lua")),
                 presence_sweep: Script::new(include_str!("lua/presence_sweep.lua")),
+                members: Script::new(include_str!("lua/members.lua")),
+                rooms_index: Script::new(include_str!("lua/rooms_index.lua")),
             },
             instance,
             history_cap,

@@ -1,12 +1,14 @@
 //! The Redis engine as a [`PresenceStore`]: a user is present in a room
 //! while any instance holds an unexpired entry for it. Entries are scored
-//! by expiry on this instance's clock (`lua/presence_*.lua`), refreshed by
+//! by expiry on the store's clock (`TIME` inside `lua/presence_*.lua`,
+//! `lua/members.lua`, `lua/rooms_index.lua`), so instances whose clocks
+//! disagree still agree on who is present. Entries are refreshed by
 //! the hub every third of `--presence-ttl-ms` (pipelined, in batches), and
 //! swept by every instance with members in the room, so a crashed
 //! instance's users leave.
 
 use super::RedisEngine;
-use crate::engine::{now_ms, EngineError, LocalPresence, PresenceStore};
+use crate::engine::{EngineError, LocalPresence, PresenceStore};
 use async_trait::async_trait;
 use protocol::{RoomInfo, RoomName, User};
 use redis::{AsyncCommands, RedisResult, ScriptInvocation};
@@ -18,48 +20,38 @@ impl RedisEngine {
     /// Marks `user` present in `room` through this instance for one TTL
     /// (also the refresh), and the room active in the rooms index.
     async fn mark_present(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        let now = now_ms();
-        let expiry = now + self.presence_ttl.as_millis() as i64;
         self.commands
             .run(|mut conn| async move {
                 let mut join = self.scripts.presence_join.prepare_invoke();
-                self.presence_join_args(&mut join, room, user, now, expiry);
+                self.presence_join_args(&mut join, room, user);
                 let _: i64 = join.invoke_async(&mut conn).await?;
-                let mut pipe = redis::pipe();
-                self.rooms_index_cmd(&mut pipe, room, expiry);
-                pipe.query_async::<()>(&mut conn).await
+                let mut touch = self.scripts.rooms_index.prepare_invoke();
+                self.rooms_touch_args(&mut touch, room);
+                touch.invoke_async::<i64>(&mut conn).await
             })
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Keys and arguments of `lua/presence_join.lua` for `user` in `room`.
-    fn presence_join_args(
-        &self,
-        join: &mut ScriptInvocation<'_>,
-        room: &RoomName,
-        user: &User,
-        now: i64,
-        expiry: i64,
-    ) {
+    fn presence_join_args(&self, join: &mut ScriptInvocation<'_>, room: &RoomName, user: &User) {
         join.key(self.keys.users(room))
             .key(self.keys.names(room))
             .key(self.keys.user(room, &user.id))
             .arg(&user.id)
             .arg(&self.instance)
-            .arg(expiry)
-            .arg(now)
+            .arg(self.presence_ttl.as_millis() as u64)
             .arg(&user.name)
             .arg(self.keys.channel(room));
     }
 
-    /// `ZADD P:rooms GT expiry room`: the room is active until `expiry`.
-    fn rooms_index_cmd(&self, pipe: &mut redis::Pipeline, room: &RoomName, expiry: i64) {
-        pipe.cmd("ZADD")
-            .arg(self.keys.rooms())
-            .arg("GT")
-            .arg(expiry)
+    /// `lua/rooms_index.lua touch`: the room is active for one more TTL.
+    fn rooms_touch_args(&self, touch: &mut ScriptInvocation<'_>, room: &RoomName) {
+        touch
+            .key(self.keys.rooms())
+            .arg("touch")
             .arg(room.as_str())
-            .ignore();
+            .arg(self.presence_ttl.as_millis() as u64);
     }
 
     /// Runs a pipeline made with `ignore_errors`: the number of commands
@@ -134,7 +126,6 @@ impl PresenceStore for RedisEngine {
                     .key(self.keys.user(room, &user.id))
                     .arg(&user.id)
                     .arg(&self.instance)
-                    .arg(now_ms())
                     .arg(self.keys.channel(room))
                     .invoke_async::<i64>(&mut conn)
                     .await
@@ -148,8 +139,6 @@ impl PresenceStore for RedisEngine {
     /// of rooms. A failed entry or batch does not stop the others; the
     /// error reports how many failed.
     async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError> {
-        let now = now_ms();
-        let expiry = now + self.presence_ttl.as_millis() as i64;
         let entries: Vec<(&RoomName, &User)> = local
             .iter()
             .flat_map(|e| e.users.iter().map(move |u| (&e.room, u)))
@@ -158,12 +147,15 @@ impl PresenceStore for RedisEngine {
         for batch in entries.chunks(REFRESH_BATCH) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors()
-                .load_script(&self.scripts.presence_join);
+                .load_script(&self.scripts.presence_join)
+                .load_script(&self.scripts.rooms_index);
             for (room, user) in batch {
                 let mut join = self.scripts.presence_join.prepare_invoke();
-                self.presence_join_args(&mut join, room, user, now, expiry);
+                self.presence_join_args(&mut join, room, user);
                 pipe.invoke_script(&join);
-                self.rooms_index_cmd(&mut pipe, room, expiry);
+                let mut touch = self.scripts.rooms_index.prepare_invoke();
+                self.rooms_touch_args(&mut touch, room);
+                pipe.invoke_script(&touch);
             }
             failures.count(self.run_pipeline(&pipe).await);
         }
@@ -177,56 +169,50 @@ impl PresenceStore for RedisEngine {
                 sweep
                     .key(self.keys.users(room))
                     .key(self.keys.names(room))
-                    .arg(now)
                     .arg(self.keys.user_prefix(room))
                     .arg(self.keys.channel(room));
                 pipe.invoke_script(&sweep);
             }
             failures.count(self.run_pipeline(&pipe).await);
         }
+        let mut expire = self.scripts.rooms_index.prepare_invoke();
+        expire.key(self.keys.rooms()).arg("expire");
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.rooms())
-            .arg("-inf")
-            .arg(now);
+            .load_script(&self.scripts.rooms_index)
+            .invoke_script(&expire);
         failures.count(self.run_pipeline(&pipe).await);
         failures.into_result()
     }
 
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
-        let (ids, names): (Vec<String>, Vec<Option<String>>) = self
+        let flat: Vec<String> = self
             .commands
             .run(|mut conn| async move {
-                let ids: Vec<String> = conn
-                    .zrangebyscore(self.keys.users(room), now_ms(), "+inf")
-                    .await?;
-                if ids.is_empty() {
-                    return Ok((ids, Vec::new()));
-                }
-                let names = redis::cmd("HMGET")
-                    .arg(self.keys.names(room))
-                    .arg(&ids)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok((ids, names))
+                self.scripts
+                    .members
+                    .key(self.keys.users(room))
+                    .key(self.keys.names(room))
+                    .invoke_async(&mut conn)
+                    .await
             })
             .await?;
-        Ok(ids
-            .into_iter()
-            .zip(names)
-            .map(|(id, name)| User {
-                id,
-                name: name.unwrap_or_default(),
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| User {
+                id: pair[0].clone(),
+                name: pair[1].clone(),
             })
             .collect())
     }
 
     async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
-        let now = now_ms();
         let counted: Vec<(String, u64)> = self
             .commands
             .run(|mut conn| async move {
+                // The store's clock, as the scripts that wrote the expiries.
+                let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+                let now = secs * 1000 + micros / 1000;
                 let names: Vec<String> = conn.zrangebyscore(self.keys.rooms(), now, "+inf").await?;
                 let mut counted = Vec::with_capacity(names.len());
                 for name in names {

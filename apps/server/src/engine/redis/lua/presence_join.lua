@@ -1,11 +1,14 @@
--- Marks a user present in a room through one instance until `expiry`
--- (also the periodic refresh). Announces the user when it was present nowhere.
+-- Marks a user present in a room through one instance for `ttl` ms of the
+-- store's clock (TIME: instance clocks may disagree), also the periodic
+-- refresh. Announces the user when it was present nowhere.
 -- KEYS[1] users zset (user id -> latest expiry)  KEYS[2] names hash
 -- KEYS[3] the user's hash (instance -> expiry)
--- ARGV[1] user id  ARGV[2] instance  ARGV[3] expiry (ms)  ARGV[4] now (ms)
--- ARGV[5] name  ARGV[6] channel
+-- ARGV[1] user id  ARGV[2] instance  ARGV[3] ttl (ms)  ARGV[4] name
+-- ARGV[5] channel
 -- Returns 1 when the user was announced.
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[3], ARGV[2], now + tonumber(ARGV[3]))
 local latest = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   local n = tonumber(v)
@@ -13,11 +16,11 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
 end
 redis.call('PEXPIREAT', KEYS[3], latest)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local present = score and tonumber(score) > tonumber(ARGV[4])
+local present = score and tonumber(score) > now
 redis.call('ZADD', KEYS[1], latest, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 if present then
   return 0
 end
-redis.call('PUBLISH', ARGV[6], 'p j ' .. ARGV[1] .. ' ' .. ARGV[5])
+redis.call('PUBLISH', ARGV[5], 'p j ' .. ARGV[1] .. ' ' .. ARGV[4])
 return 1

@@ -1,15 +1,18 @@
 -- An instance has no connection of the user in the room any more. The user
--- leaves when no other instance holds an unexpired entry.
+-- leaves when no other instance holds an unexpired entry (by the store's
+-- clock).
 -- KEYS[1] users zset  KEYS[2] names hash  KEYS[3] the user's hash
--- ARGV[1] user id  ARGV[2] instance  ARGV[3] now (ms)  ARGV[4] channel
+-- ARGV[1] user id  ARGV[2] instance  ARGV[3] channel
 -- Returns 1 when the user left.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HDEL', KEYS[3], ARGV[2])
 local latest = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   local n = tonumber(v)
   if n > latest then latest = n end
 end
-if latest > tonumber(ARGV[3]) then
+if latest > now then
   redis.call('ZADD', KEYS[1], 'XX', latest, ARGV[1])
   redis.call('PEXPIREAT', KEYS[3], latest)
   return 0
@@ -20,5 +23,5 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
-redis.call('PUBLISH', ARGV[4], 'p l ' .. ARGV[1] .. ' ' .. name)
+redis.call('PUBLISH', ARGV[3], 'p l ' .. ARGV[1] .. ' ' .. name)
 return 1

@@ -1,0 +1,11 @@
+-- The rooms index (room -> latest presence expiry), by the store's clock.
+-- KEYS[1] rooms zset
+-- ARGV[1] 'touch': ARGV[2] room, ARGV[3] ttl (ms): the room is active for
+--   ttl more (ZADD GT: never shortened)
+-- ARGV[1] 'expire': drop rooms whose expiry passed
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] == 'touch' then
+  return redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[3]), ARGV[2])
+end
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
