@@ -86,7 +86,6 @@ impl Hub {
                 if pos.epoch != cursor.epoch {
                     let mut rooms = self.rooms.lock().expect("hub lock");
                     if let Some(r) = rooms.get_mut(room) {
-                        tracing::warn!(room = %room, "room epoch changed; members reconnect");
                         r.reset();
                     }
                     return Ok(Round::Done);

@@ -140,6 +140,7 @@ impl LocalRoom {
     /// their re-join with the old epoch is answered `recovered: false` with
     /// the new history.
     pub(super) fn reset(&mut self) {
+        tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
         self.cursor = None;
         self.catching_up = None;
         for member in self.members.values() {
@@ -179,7 +180,6 @@ impl LocalRoom {
                 false
             }
             Step::NewEpoch => {
-                tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
                 self.reset();
                 false
             }
@@ -209,7 +209,6 @@ impl LocalRoom {
                 Step::Skip => {}
                 Step::Deliver => self.deliver(&d),
                 Step::NewEpoch => {
-                    tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
                     self.reset();
                     return false;
                 }

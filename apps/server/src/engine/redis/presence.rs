@@ -54,27 +54,30 @@ impl RedisEngine {
             .arg(self.presence_ttl.as_millis() as u64);
     }
 
-    /// Runs a pipeline made with `ignore_errors`: the number of commands
-    /// that failed and the first error, or the error of the round trip.
-    async fn run_pipeline(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<(usize, usize, Option<String>), EngineError> {
-        let results: Vec<RedisResult<redis::Value>> = self
+    /// Runs a pipeline made with `ignore_errors`, counting its commands and
+    /// failures (a failed round trip counts as one failure) in `failures`.
+    async fn run_pipeline(&self, pipe: &redis::Pipeline, failures: &mut Failures) {
+        let results: Result<Vec<RedisResult<redis::Value>>, EngineError> = self
             .commands
             .run(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await?;
-        let failed: Vec<&redis::RedisError> =
-            results.iter().filter_map(|r| r.as_ref().err()).collect();
-        Ok((
-            results.len(),
-            failed.len(),
-            failed.first().map(|e| e.to_string()),
-        ))
+            .await;
+        match results {
+            Ok(results) => {
+                failures.commands += results.len();
+                for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                    failures.failed += 1;
+                    failures.first.get_or_insert_with(|| e.to_string());
+                }
+            }
+            Err(e) => {
+                failures.failed += 1;
+                failures.first.get_or_insert_with(|| e.to_string());
+            }
+        }
     }
 }
 
-/// Commands and round trips of one refresh cycle that failed.
+/// Commands of one refresh cycle, and those that failed.
 #[derive(Default)]
 struct Failures {
     commands: usize,
@@ -83,22 +86,6 @@ struct Failures {
 }
 
 impl Failures {
-    fn count(&mut self, outcome: Result<(usize, usize, Option<String>), EngineError>) {
-        match outcome {
-            Ok((commands, failed, first)) => {
-                self.commands += commands;
-                self.failed += failed;
-                if self.first.is_none() {
-                    self.first = first;
-                }
-            }
-            Err(e) => {
-                self.failed += 1;
-                self.first.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-
     fn into_result(self) -> Result<(), EngineError> {
         match self.first {
             None => Ok(()),
@@ -157,7 +144,7 @@ impl PresenceStore for RedisEngine {
                 self.rooms_touch_args(&mut touch, room);
                 pipe.invoke_script(&touch);
             }
-            failures.count(self.run_pipeline(&pipe).await);
+            self.run_pipeline(&pipe, &mut failures).await;
         }
         let rooms: Vec<&RoomName> = local.iter().map(|e| &e.room).collect();
         for batch in rooms.chunks(REFRESH_BATCH) {
@@ -173,7 +160,7 @@ impl PresenceStore for RedisEngine {
                     .arg(self.keys.channel(room));
                 pipe.invoke_script(&sweep);
             }
-            failures.count(self.run_pipeline(&pipe).await);
+            self.run_pipeline(&pipe, &mut failures).await;
         }
         let mut expire = self.scripts.rooms_index.prepare_invoke();
         expire.key(self.keys.rooms()).arg("expire");
@@ -181,7 +168,7 @@ impl PresenceStore for RedisEngine {
         pipe.ignore_errors()
             .load_script(&self.scripts.rooms_index)
             .invoke_script(&expire);
-        failures.count(self.run_pipeline(&pipe).await);
+        self.run_pipeline(&pipe, &mut failures).await;
         failures.into_result()
     }
 
