@@ -29,8 +29,15 @@ pub const SLOW_CONSUMER_CLOSES: &str = "chat_slow_consumer_closes_total";
 pub const REJECTED_FRAMES: &str = "chat_rejected_frames_total";
 /// Engine operations that failed, label `engine` (counter).
 pub const ENGINE_ERRORS: &str = "chat_engine_errors_total";
-/// Gaps in a room's offsets filled from history by the hub (counter).
+/// Catch-ups a message started: a gap in a room's offsets filled from
+/// history by the hub, or an offset gone back (counter).
 pub const GAP_FILLS: &str = "chat_gap_fills_total";
+/// Rooms whose local members were reset (close 1013, re-join with
+/// `recovered: false`) because the room's epoch changed, label `reason`:
+/// `epoch` (another instance or the store announced it), `diverged` (this
+/// instance saw an offset go back: the store lost messages), `trimmed` (a
+/// catch-up found the missing messages already trimmed) (counter).
+pub const ROOM_RESETS: &str = "chat_room_resets_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 /// Duration of the last presence refresh cycle, seconds (gauge); it must
@@ -62,7 +69,14 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (REJECTED_FRAMES, "Error frames sent, label `code` (counter)."),
     (ENGINE_ERRORS, "Engine operations that failed, label `engine` (counter)."),
-    (GAP_FILLS, "Gaps in a room's offsets filled from history by the hub (counter)."),
+    (
+        GAP_FILLS,
+        "Catch-ups a message started: a gap in a room's offsets filled from history by the hub, or an offset gone back (counter).",
+    ),
+    (
+        ROOM_RESETS,
+        "Rooms whose local members were reset (close 1013, re-join with `recovered: false`) because the room's epoch changed, label `reason`: `epoch` (announced by the store or another instance), `diverged` (an offset went back here: the store lost messages), `trimmed` (a catch-up found the missing messages trimmed from the history) (counter).",
+    ),
     (
         UPGRADES_REFUSED,
         "WebSocket upgrades refused, label `reason` (`origin`, `per_ip`) (counter).",

@@ -80,6 +80,18 @@ impl MemoryEngine {
             .clone()
     }
 
+    /// Forgets the room's messages after `offset`, keeping its epoch: what a
+    /// Redis restored from an older snapshot does (tests of the hub's
+    /// divergence rule).
+    #[cfg(test)]
+    pub(crate) fn lose_history_after(&self, room: &RoomName, offset: u64) {
+        let r = self.room(room);
+        let mut st = r.state.lock().expect("room lock");
+        st.offset = st.offset.min(offset);
+        st.history.retain(|m| m.offset <= offset);
+        st.dedupe.retain(|_, o| *o <= offset);
+    }
+
     async fn emit(&self, event: EngineEvent) -> Result<(), EngineError> {
         self.events
             .send(event)
@@ -94,11 +106,21 @@ impl Broker for MemoryEngine {
         "memory"
     }
 
-    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError> {
+    async fn publish(
+        &self,
+        room: &RoomName,
+        msg: Publication,
+        seen: Option<&Position>,
+    ) -> Result<Published, EngineError> {
         let r = self.room(room);
         let _order = r.publish.lock().await;
-        let (epoch, message) = {
+        let mut new_epoch_of = None;
+        let result = {
             let mut st = r.state.lock().expect("room lock");
+            if seen.is_some_and(|s| s.epoch == st.epoch && st.offset < s.offset) {
+                st.epoch = new_epoch();
+                new_epoch_of = Some(st.epoch.clone());
+            }
             let now = Instant::now();
             while let Some((t, _)) = st.dedupe_order.front() {
                 if now.duration_since(*t) < self.dedupe_window {
@@ -109,22 +131,34 @@ impl Broker for MemoryEngine {
             }
             let key = (msg.from.id.clone(), msg.client_id.clone());
             if let Some(&offset) = st.dedupe.get(&key) {
-                return Ok(Published {
+                Err(Published {
                     epoch: st.epoch.clone(),
                     offset,
                     duplicate: true,
-                });
+                })
+            } else {
+                st.offset += 1;
+                let offset = st.offset;
+                st.dedupe.insert(key.clone(), offset);
+                st.dedupe_order.push_back((now, key));
+                let message = msg.into_message(room, offset);
+                st.history.push_back(message.clone());
+                while st.history.len() > self.history_cap {
+                    st.history.pop_front();
+                }
+                Ok((st.epoch.clone(), message))
             }
-            st.offset += 1;
-            let offset = st.offset;
-            st.dedupe.insert(key.clone(), offset);
-            st.dedupe_order.push_back((now, key));
-            let message = msg.into_message(room, offset);
-            st.history.push_back(message.clone());
-            while st.history.len() > self.history_cap {
-                st.history.pop_front();
-            }
-            (st.epoch.clone(), message)
+        };
+        if let Some(epoch) = new_epoch_of {
+            self.emit(EngineEvent::Epoch {
+                room: room.clone(),
+                epoch,
+            })
+            .await?;
+        }
+        let (epoch, message) = match result {
+            Ok(stored) => stored,
+            Err(duplicate) => return Ok(duplicate),
         };
         let offset = message.offset;
         self.emit(EngineEvent::Message {
@@ -147,6 +181,24 @@ impl Broker for MemoryEngine {
             epoch: st.epoch.clone(),
             offset: st.offset,
         })
+    }
+
+    async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError> {
+        let r = self.room(room);
+        let _order = r.publish.lock().await;
+        let epoch = {
+            let mut st = r.state.lock().expect("room lock");
+            if *st.epoch != *lost {
+                return Ok(());
+            }
+            st.epoch = new_epoch();
+            st.epoch.clone()
+        };
+        self.emit(EngineEvent::Epoch {
+            room: room.clone(),
+            epoch,
+        })
+        .await
     }
 
     async fn range(

@@ -91,6 +91,9 @@ pub(crate) enum EngineEvent {
         user: User,
         joined: bool,
     },
+    /// The room has a new epoch ([`Broker::reset_epoch`]): what local
+    /// members hold of the room's history means nothing now.
+    Epoch { room: RoomName, epoch: Arc<str> },
     /// The transport may have lost events (e.g. the pub/sub connection came
     /// back): the hub must catch every local room up from [`Broker::range`].
     Resync,
@@ -117,7 +120,26 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// subscribed instance, atomically, unless the same (user, client id)
     /// was published in this room within the dedupe window
     /// ([`protocol::limits::DEDUPE_WINDOW_SECS`]).
-    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError>;
+    ///
+    /// `seen` is the newest position of the room this instance has
+    /// delivered or answered. A store whose offset is below it in the same
+    /// epoch lost history (a restore from an older snapshot, a failover to
+    /// a replica that lagged): the room gets a new epoch first, announced
+    /// as [`EngineEvent::Epoch`], and the message is stored in it.
+    async fn publish(
+        &self,
+        room: &RoomName,
+        msg: Publication,
+        seen: Option<&Position>,
+    ) -> Result<Published, EngineError>;
+
+    /// The room's history under epoch `lost` diverged from what this
+    /// instance delivered (an offset went back: the store lost messages).
+    /// Gives the room a new epoch, unless its epoch is no longer `lost`
+    /// (another instance did it first, or the store was wiped), and
+    /// announces it as [`EngineEvent::Epoch`]. The retained history keeps
+    /// its offsets: it is the new epoch's history.
+    async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError>;
 
     /// The room's epoch and latest offset; creates the epoch when missing.
     async fn position(&self, room: &RoomName) -> Result<Position, EngineError>;

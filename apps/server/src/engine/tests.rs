@@ -29,7 +29,7 @@ async fn engine_with(n: u64, cap: usize) -> (MemoryEngine, RoomName, Arc<str>, E
             body: format!("{i}"),
             ts: 0,
         };
-        engine.publish(&room, msg).await.unwrap();
+        engine.publish(&room, msg, None).await.unwrap();
     }
     let epoch = engine.position(&room).await.unwrap().epoch;
     (engine, room, epoch, events)

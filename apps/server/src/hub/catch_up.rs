@@ -10,7 +10,7 @@ use super::Hub;
 use crate::codec::encode;
 use crate::engine::EngineError;
 use protocol::{RoomName, ServerFrame};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Catch-ups reading the store at once.
@@ -70,30 +70,54 @@ impl Hub {
 
     /// One round: reads everything after the room's cursor up to the
     /// store's position, then delivers it and the held messages in order.
+    /// A store behind what this instance saw in the same epoch (below the
+    /// cursor, or below a message held before the read), or a divergence
+    /// the transport showed, gives the room a new epoch instead.
     async fn catch_up_round(&self, room: &RoomName) -> Result<Round, EngineError> {
-        let cursor = {
+        let (cursor, diverged, held_max) = {
             let rooms = self.rooms.lock().expect("hub lock");
             match rooms.get(room) {
                 None => return Ok(Round::Done),
-                Some(r) => r.cursor.clone(),
+                Some(r) => (
+                    r.cursor.clone(),
+                    r.catching_up.as_ref().is_some_and(|h| h.diverged),
+                    r.held_max(),
+                ),
             }
         };
         let read = match cursor {
             // Nothing was delivered or answered here yet: nothing to read.
             None => Vec::new(),
             Some(cursor) => {
+                if diverged {
+                    self.diverged(room, &cursor.epoch).await?;
+                    return Ok(Round::Done);
+                }
                 let pos = self.broker.position(room).await?;
                 if pos.epoch != cursor.epoch {
                     let mut rooms = self.rooms.lock().expect("hub lock");
                     if let Some(r) = rooms.get_mut(room) {
-                        r.reset();
+                        r.reset("epoch");
                     }
                     return Ok(Round::Done);
                 }
-                self.broker
-                    .range(room, cursor.offset, pos.offset)
-                    .await?
-                    .into_iter()
+                if pos.offset < cursor.offset.max(held_max) {
+                    self.diverged(room, &cursor.epoch).await?;
+                    return Ok(Round::Done);
+                }
+                let read = self.broker.range(room, cursor.offset, pos.offset).await?;
+                if read.len() as u64 != pos.offset - cursor.offset {
+                    // The history was trimmed past the cursor (the room
+                    // outran its retention while this catch-up waited):
+                    // what is missing cannot be delivered, so the members
+                    // re-join and get `recovered: false`. Never a gap.
+                    let mut rooms = self.rooms.lock().expect("hub lock");
+                    if let Some(r) = rooms.get_mut(room) {
+                        r.reset("trimmed");
+                    }
+                    return Ok(Round::Done);
+                }
+                read.into_iter()
                     .map(|message| Delivery {
                         epoch: pos.epoch.clone(),
                         offset: message.offset,
@@ -112,5 +136,21 @@ impl Hub {
             true if r.cursor == before => Round::Stuck,
             true => Round::Again,
         })
+    }
+
+    /// The store lost messages of `room` that were delivered here under
+    /// `epoch`: the room gets a new epoch in the store (so every instance
+    /// agrees; [`crate::engine::Broker::reset_epoch`]) and its local members
+    /// are reset, to re-join with `recovered: false`.
+    async fn diverged(&self, room: &RoomName, epoch: &Arc<str>) -> Result<(), EngineError> {
+        tracing::warn!(room = %room, epoch = %epoch, "an offset went back: the store lost messages of the room");
+        self.broker.reset_epoch(room, epoch).await?;
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        if let Some(r) = rooms.get_mut(room) {
+            if r.cursor.as_ref().is_none_or(|c| c.epoch == *epoch) {
+                r.reset("diverged");
+            }
+        }
+        Ok(())
     }
 }

@@ -15,6 +15,16 @@
 //! room's members (close 1013, they re-join). Each frame is encoded once
 //! and the bytes are shared by all recipients.
 //!
+//! **Divergence rule:** within an epoch the store's offset never goes back.
+//! When it does (Redis restored from an older snapshot, a lagging replica
+//! promoted), the store lost messages members were given, and offsets
+//! after it would be skipped as seen. Wherever it shows first (the publish
+//! script comparing the store with what this instance saw, the transport
+//! bringing an offset at or below its previous one, a catch-up finding the
+//! store behind the cursor), the room gets a new epoch in the store
+//! ([`Broker::reset_epoch`], announced to every instance) and its members
+//! are reset: they re-join with `recovered: false`. Never a silent gap.
+//!
 //! **Invariant:** the event loop ([`Hub::run`]) never waits for the store or
 //! for a member: catch-ups run per room beside it ([`catch_up`]), and a
 //! member's outbox is bounded and never waited on (full: the member is
@@ -212,12 +222,46 @@ impl Hub {
         }
     }
 
+    /// Publishes `msg` in `room`, telling the broker the newest position
+    /// this instance has seen of the room (so a store that lost history is
+    /// caught on publish). A publish answered in another epoch than the one
+    /// seen starts the room's catch-up, which resets the room if the epoch
+    /// indeed changed (its announcement may be lost with the transport).
     pub(crate) async fn publish(
         &self,
         room: &RoomName,
         msg: Publication,
     ) -> Result<Published, EngineError> {
-        self.broker.publish(room, msg).await
+        let seen = {
+            let rooms = self.rooms.lock().expect("hub lock");
+            rooms
+                .get(room)
+                .and_then(|r| r.seen())
+                .map(|(epoch, offset)| engine::Position { epoch, offset })
+        };
+        let published = self.broker.publish(room, msg, seen.as_ref()).await?;
+        if seen.is_some_and(|s| s.epoch != published.epoch) {
+            self.verify(room);
+        }
+        Ok(published)
+    }
+
+    /// Starts `room`'s catch-up unless one runs: it compares the room's
+    /// cursor with the store's position.
+    fn verify(&self, room: &RoomName) {
+        let start = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            match rooms.get_mut(room) {
+                Some(r) if r.catching_up.is_none() => {
+                    r.catching_up = Some(Default::default());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if start {
+            self.start_catch_up(room.clone());
+        }
     }
 
     pub(crate) async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
@@ -325,6 +369,14 @@ impl Hub {
                 };
                 self.fan_out_ephemeral(&room, &frame);
             }
+            EngineEvent::Epoch { room, epoch } => {
+                let mut rooms = self.rooms.lock().expect("hub lock");
+                if let Some(r) = rooms.get_mut(&room) {
+                    if r.cursor.as_ref().is_some_and(|c| c.epoch != epoch) {
+                        r.reset("epoch");
+                    }
+                }
+            }
             EngineEvent::Resync => self.resync(),
         }
     }
@@ -360,12 +412,12 @@ impl Hub {
             offset,
             frame: encode(&ServerFrame::Message(message)),
         };
-        let gap = {
+        let catch_up = {
             let mut rooms = self.rooms.lock().expect("hub lock");
             let Some(r) = rooms.get_mut(room) else { return };
             r.arrive(delivery)
         };
-        if gap {
+        if catch_up {
             metrics::counter!(m::GAP_FILLS).increment(1);
             self.start_catch_up(room.clone());
         }

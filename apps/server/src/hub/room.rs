@@ -68,6 +68,10 @@ pub(super) struct Held {
     /// `messages` has (some were dropped past [`HELD_MAX`], or the transport
     /// lost events meanwhile): read the store once more.
     pub(super) stale: bool,
+    /// An offset went back within the cursor's epoch: the store lost
+    /// messages members were given. The catch-up gives the room a new epoch
+    /// and resets its members instead of reading.
+    pub(super) diverged: bool,
 }
 
 pub(super) struct LocalRoom {
@@ -78,6 +82,11 @@ pub(super) struct LocalRoom {
     /// is the first connection's (what presence was told).
     pub(super) users: HashMap<String, (Arc<User>, usize)>,
     pub(super) cursor: Option<Cursor>,
+    /// The epoch and offset of the last message the transport brought for
+    /// this room. The transport delivers a room's messages in the order
+    /// they were stored (one script appends and publishes), so a later one
+    /// at or below it in the same epoch means the store lost history.
+    pub(super) transport: Option<(Arc<str>, u64)>,
     /// Some while a catch-up of this room runs: every message of the room
     /// waits here until it is done, so members get them in order.
     pub(super) catching_up: Option<Held>,
@@ -90,6 +99,7 @@ impl LocalRoom {
             members: HashMap::new(),
             users: HashMap::new(),
             cursor: None,
+            transport: None,
             catching_up: None,
         }
     }
@@ -139,9 +149,11 @@ impl LocalRoom {
     /// that mean nothing now. They are asked to reconnect (close 1013);
     /// their re-join with the old epoch is answered `recovered: false` with
     /// the new history.
-    pub(super) fn reset(&mut self) {
-        tracing::warn!(room = %self.key, "room epoch changed; members reconnect");
+    pub(super) fn reset(&mut self, reason: &'static str) {
+        tracing::warn!(room = %self.key, reason, "room epoch changed; members reconnect");
+        metrics::counter!(m::ROOM_RESETS, "reason" => reason).increment(1);
         self.cursor = None;
+        self.transport = None;
         self.catching_up = None;
         for member in self.members.values() {
             member.outbox.kick(CloseCode::TryAgainLater);
@@ -165,10 +177,22 @@ impl LocalRoom {
         }
     }
 
-    /// Applies the delivery rule to one message that arrived outside a
-    /// catch-up. Returns true when a gap was found: the message is held and
-    /// the caller starts the room's catch-up.
+    /// Applies the delivery rule to one message the transport brought (held
+    /// while a catch-up runs). Returns true when the caller must start the
+    /// room's catch-up: a gap was found (the message is held), or the
+    /// divergence rule holds: a message at or below the previous one the
+    /// transport brought, in the cursor's epoch, means the store lost
+    /// history, and the catch-up resets the room (`diverged`).
     pub(super) fn arrive(&mut self, d: Delivery) -> bool {
+        let went_back = self
+            .transport
+            .as_ref()
+            .is_some_and(|(epoch, offset)| *epoch == d.epoch && d.offset <= *offset)
+            && self.cursor.as_ref().is_some_and(|c| c.epoch == d.epoch);
+        self.transport = Some((d.epoch.clone(), d.offset));
+        if went_back {
+            return self.diverge();
+        }
         if let Some(held) = &mut self.catching_up {
             hold(held, d);
             return false;
@@ -180,7 +204,8 @@ impl LocalRoom {
                 false
             }
             Step::NewEpoch => {
-                self.reset();
+                self.reset("epoch");
+                self.transport = Some((d.epoch.clone(), d.offset));
                 false
             }
             Step::Fill => {
@@ -192,10 +217,57 @@ impl LocalRoom {
         }
     }
 
+    /// Marks the room's history as diverged from the store's. True when the
+    /// caller must start the room's catch-up (none runs yet).
+    pub(super) fn diverge(&mut self) -> bool {
+        match &mut self.catching_up {
+            Some(held) => {
+                held.diverged = true;
+                false
+            }
+            None => {
+                self.catching_up = Some(Held {
+                    diverged: true,
+                    ..Held::default()
+                });
+                true
+            }
+        }
+    }
+
+    /// What this instance has seen of the room: the cursor, raised to the
+    /// last message the transport brought in the same epoch (it may be held).
+    pub(super) fn seen(&self) -> Option<(Arc<str>, u64)> {
+        let c = self.cursor.as_ref()?;
+        let offset = match &self.transport {
+            Some((epoch, offset)) if *epoch == c.epoch => c.offset.max(*offset),
+            _ => c.offset,
+        };
+        Some((c.epoch.clone(), offset))
+    }
+
+    /// The highest offset held in the cursor's epoch (0: none).
+    pub(super) fn held_max(&self) -> u64 {
+        let (Some(c), Some(held)) = (&self.cursor, &self.catching_up) else {
+            return 0;
+        };
+        held.messages
+            .iter()
+            .filter(|d| d.epoch == c.epoch)
+            .map(|d| d.offset)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Ends a catch-up round: delivers what it read from the store, then the
     /// held messages by the delivery rule. Returns true when the room must
     /// read the store again (a gap remains, or the store may hold more).
     pub(super) fn finish_catch_up(&mut self, read: &[Delivery]) -> bool {
+        if self.catching_up.as_ref().is_some_and(|h| h.diverged) {
+            // Divergence was seen during the read: what it read may be the
+            // lost history's successor; the next round resets the room.
+            return true;
+        }
         for d in read {
             self.deliver(d);
         }
@@ -209,7 +281,7 @@ impl LocalRoom {
                 Step::Skip => {}
                 Step::Deliver => self.deliver(&d),
                 Step::NewEpoch => {
-                    self.reset();
+                    self.reset("epoch");
                     return false;
                 }
                 Step::Fill => {
@@ -217,6 +289,7 @@ impl LocalRoom {
                     self.catching_up = Some(Held {
                         messages,
                         stale: held.stale,
+                        diverged: false,
                     });
                     return true;
                 }

@@ -36,8 +36,16 @@ impl Broker for Faulty {
     fn kind(&self) -> &'static str {
         "faulty"
     }
-    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError> {
-        self.inner.publish(room, msg).await
+    async fn publish(
+        &self,
+        room: &RoomName,
+        msg: Publication,
+        seen: Option<&Position>,
+    ) -> Result<Published, EngineError> {
+        self.inner.publish(room, msg, seen).await
+    }
+    async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError> {
+        self.inner.reset_epoch(room, lost).await
     }
     async fn position(&self, room: &RoomName) -> Result<Position, EngineError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -262,19 +270,31 @@ async fn the_next_offset_reaches_every_member_in_order() {
     assert_eq!(drained(&b), (vec![1, 2, 3], None));
 }
 
-/// Rule: skip — an event at or below the cursor (a duplicate, a replay)
-/// is not delivered again.
+/// Rule: skip — an event at or below the cursor (the transport bringing
+/// what a joiner's history or a catch-up's read held already) is not
+/// delivered again.
 #[tokio::test]
 async fn an_offset_at_or_below_the_cursor_is_skipped() {
     let mut rig = Rig::new();
     let a = rig.join("lobby", &user("u_a")).await;
     rig.take_events();
     rig.publish("lobby", 2).await;
-    let events = rig.take_events();
-    for e in events.iter().chain(events.iter()).cloned() {
-        rig.hub.handle(e);
-    }
+    rig.pump();
     assert_eq!(drained(&a), (vec![1, 2], None));
+    // A resync's catch-up reads 3 and 4 from the store while the
+    // transport brings them too.
+    rig.slow_down("lobby");
+    rig.publish("lobby", 2).await;
+    let events = rig.take_events();
+    rig.hub.handle(EngineEvent::Resync);
+    tokio::task::yield_now().await;
+    for e in events {
+        rig.hub.handle(e); // held while the catch-up reads
+    }
+    rig.speed_up();
+    rig.caught_up().await;
+    // Delivered from the read; the held copies are skipped.
+    assert_eq!(drained(&a), (vec![3, 4], None));
 }
 
 /// Rule: fill — after a gap the message waits until the missing ones are
@@ -291,11 +311,9 @@ async fn a_gap_is_filled_from_the_store_before_the_later_message() {
     rig.hub.handle(events[4].clone());
     rig.caught_up().await;
     assert_eq!(drained(&a), (vec![1, 2, 3, 4, 5], None));
-    // Late copies of the lost events are skipped.
-    for e in &events[1..4] {
-        rig.hub.handle(e.clone());
-    }
-    assert_eq!(drained(&a), (vec![], None));
+    rig.publish("lobby", 1).await;
+    rig.pump();
+    assert_eq!(drained(&a), (vec![6], None));
 }
 
 /// Rule: new epoch — a message of another epoch means the room's history
@@ -328,6 +346,122 @@ async fn a_catch_up_that_finds_another_epoch_resets_the_members() {
     rig.hub.handle(message_event("lobby", "stale-epoch", 3));
     rig.caught_up().await;
     assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+}
+
+/// A room whose members were given offsets 1..=8, and a store that then
+/// lost everything after 5 (restored from an older snapshot).
+async fn diverged_rig() -> (Rig, Arc<Outbox>, Arc<str>) {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.publish("lobby", 8).await;
+    rig.pump();
+    assert_eq!(drained(&a), ((1..=8).collect(), None));
+    let epoch = rig
+        .broker
+        .inner
+        .position(&room("lobby"))
+        .await
+        .unwrap()
+        .epoch;
+    rig.broker.inner.lose_history_after(&room("lobby"), 5);
+    (rig, a, epoch)
+}
+
+/// A message in the room as another instance publishes it: it has seen
+/// nothing of the room, so its publish cannot tell the store went back.
+async fn publish_unseen(rig: &Rig, body: &str) -> Published {
+    let msg = Publication {
+        id: format!("m_{body}"),
+        client_id: format!("c-{body}"),
+        from: User::clone(&user("u_other")),
+        body: body.into(),
+        ts: 0,
+    };
+    rig.broker
+        .inner
+        .publish(&room("lobby"), msg, None)
+        .await
+        .unwrap()
+}
+
+/// Rule: divergence, seen on publish — the store's offset is below what
+/// this instance delivered in the same epoch: the message is stored in a
+/// new epoch, announced, and the members are reset; the new epoch's
+/// history holds the message (acked, not lost).
+#[tokio::test]
+async fn a_publish_that_finds_the_store_behind_starts_a_new_epoch() {
+    let (mut rig, a, lost) = diverged_rig().await;
+    rig.publish("lobby", 1).await;
+    rig.pump();
+    assert_eq!(drained(&a).1, Some(CloseCode::TryAgainLater));
+    rig.caught_up().await;
+    let pos = rig.broker.inner.position(&room("lobby")).await.unwrap();
+    assert_ne!(pos.epoch, lost);
+    assert_eq!(pos.offset, 6);
+    let history = rig.broker.inner.range(&room("lobby"), 5, 6).await.unwrap();
+    assert_eq!(history.len(), 1, "the acked message is in the new epoch");
+}
+
+/// Rule: divergence, seen on the transport — another instance's publish
+/// (it joined after the loss) brings an offset at or below the previous
+/// one: the room gets a new epoch in the store and the members are reset.
+#[tokio::test]
+async fn an_offset_that_goes_back_on_the_transport_starts_a_new_epoch() {
+    let (mut rig, a, lost) = diverged_rig().await;
+    let published = publish_unseen(&rig, "after-restore").await;
+    assert_eq!(
+        (published.offset, &published.epoch),
+        (6, &lost),
+        "the store cannot tell"
+    );
+    rig.pump();
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+    let pos = rig.broker.inner.position(&room("lobby")).await.unwrap();
+    assert_ne!(pos.epoch, lost, "written to the store, for every instance");
+    assert_eq!(pos.offset, 6);
+}
+
+/// Rule: divergence, seen on catch-up — a resync finds the store behind
+/// the room's cursor: new epoch, members reset.
+#[tokio::test]
+async fn a_catch_up_that_finds_the_store_behind_starts_a_new_epoch() {
+    let (rig, a, lost) = diverged_rig().await;
+    rig.hub.handle(EngineEvent::Resync);
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+    let pos = rig.broker.inner.position(&room("lobby")).await.unwrap();
+    assert_ne!(pos.epoch, lost);
+    assert_eq!(pos.offset, 5);
+}
+
+/// Rule: an epoch announced by the store (another instance found the
+/// divergence) resets this instance's members of the room too.
+#[tokio::test]
+async fn an_announced_epoch_resets_the_members() {
+    let (mut rig, a, lost) = diverged_rig().await;
+    rig.broker
+        .inner
+        .reset_epoch(&room("lobby"), &lost)
+        .await
+        .unwrap();
+    let events = rig.take_events();
+    assert!(
+        matches!(events.as_slice(), [EngineEvent::Epoch { .. }]),
+        "{events:?}"
+    );
+    for e in events {
+        rig.hub.handle(e);
+    }
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+    // A second announcement of a stale epoch changes nothing.
+    rig.broker
+        .inner
+        .reset_epoch(&room("lobby"), &lost)
+        .await
+        .unwrap();
+    assert!(rig.take_events().is_empty());
 }
 
 /// Rule: presence counts a user once per instance — a second tab of the
@@ -494,11 +628,11 @@ async fn a_failed_join_leaves_no_member_behind() {
     assert!(rig.hub.local_presence().is_empty());
 }
 
-/// Rule: a gap the store cannot fill yet (it holds nothing past the
-/// cursor) is read again with backoff, never in a busy loop, until the
-/// store has the messages.
-#[tokio::test(start_paused = true)]
-async fn a_gap_the_store_cannot_fill_yet_is_retried_with_backoff() {
+/// Rule: divergence, seen on catch-up — the transport brought a message
+/// (so the store held it) that the store no longer has when the catch-up
+/// reads it: the store lost it. New epoch, members reset.
+#[tokio::test]
+async fn a_held_message_the_store_no_longer_has_starts_a_new_epoch() {
     let mut rig = Rig::new();
     let a = rig.join("lobby", &user("u_a")).await;
     rig.take_events();
@@ -506,15 +640,58 @@ async fn a_gap_the_store_cannot_fill_yet_is_retried_with_backoff() {
     rig.pump();
     assert_eq!(drained(&a), (vec![1, 2], None));
     let epoch = rig.hub.broker.position(&room("lobby")).await.unwrap().epoch;
-    rig.broker.reads.store(0, Ordering::SeqCst);
-    // Offset 5 arrives before the store holds 3 and 4 (and 5).
     rig.hub.handle(message_event("lobby", &epoch, 5));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let reads = rig.broker.reads.load(Ordering::SeqCst);
-    assert!((2..=5).contains(&reads), "{reads} reads in a second");
-    assert_eq!(drained(&a), (vec![], None));
-    rig.publish("lobby", 3).await;
-    rig.take_events();
     rig.caught_up().await;
-    assert_eq!(drained(&a), (vec![3, 4, 5], None));
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+    let pos = rig.broker.inner.position(&room("lobby")).await.unwrap();
+    assert_ne!(pos.epoch, epoch);
+}
+
+/// Rule: never a gap — a catch-up that finds the missing messages trimmed
+/// from the history resets the members (they re-join with
+/// `recovered: false`) instead of delivering past the hole.
+#[tokio::test]
+async fn a_gap_trimmed_from_the_history_resets_the_members() {
+    let (tx, mut events) = mpsc::channel(4096);
+    let memory = Arc::new(MemoryEngine::new(tx, 3));
+    let tracker = TaskTracker::new();
+    let hub = Hub::new(
+        memory.clone(),
+        memory.clone(),
+        LIMITS,
+        tracker.clone(),
+        CancellationToken::new(),
+    );
+    let a = Outbox::new(100);
+    let member = Member {
+        conn: 1,
+        user: user("u_a"),
+        outbox: a.clone(),
+    };
+    hub.join(&room("lobby"), member, None).await.unwrap();
+    let sender = User::clone(&user("u_s"));
+    for i in 0..6 {
+        let msg = Publication {
+            id: format!("m_{i}"),
+            client_id: format!("c-{i}"),
+            from: sender.clone(),
+            body: "b".into(),
+            ts: 0,
+        };
+        memory.publish(&room("lobby"), msg, None).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        got.push(e);
+    }
+    let messages: Vec<EngineEvent> = got
+        .into_iter()
+        .filter(|e| matches!(e, EngineEvent::Message { .. }))
+        .collect();
+    hub.handle(messages[0].clone());
+    // Offsets 2..=5 lost on the transport; the history keeps only 4..=6.
+    hub.handle(messages[5].clone());
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(drained(&a), (vec![1], Some(CloseCode::TryAgainLater)));
 }

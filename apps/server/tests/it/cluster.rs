@@ -8,18 +8,18 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 /// Bound for things that wait on reconnect backoffs and expiries.
-const SLOW: Duration = Duration::from_secs(20);
+pub(crate) const SLOW: Duration = Duration::from_secs(20);
 
 /// Flags that let tests send as fast as they like.
-const FAST: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
+pub(crate) const FAST: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
 
-async fn login(server: &ServerProc, name: &str) -> Client {
+pub(crate) async fn login(server: &ServerProc, name: &str) -> Client {
     let mut c = Client::connect_url(&server.ws_url()).await;
     c.hello(name).await;
     c
 }
 
-async fn login_as(server: &ServerProc, name: &str, token: &str) -> Client {
+pub(crate) async fn login_as(server: &ServerProc, name: &str, token: &str) -> Client {
     let mut c = Client::connect_url(&server.ws_url()).await;
     c.hello_with_token(name, token).await;
     c
@@ -27,7 +27,7 @@ async fn login_as(server: &ServerProc, name: &str, token: &str) -> Client {
 
 /// Reads until `presence` says `user` joined: cross-instance presence
 /// arrives through Redis, after the join that caused it was answered.
-async fn saw_join(client: &mut Client, user: &protocol::User) {
+pub(crate) async fn saw_join(client: &mut Client, user: &protocol::User) {
     loop {
         match client.recv().await {
             ServerFrame::Presence { joined, .. } if joined.contains(user) => return,
@@ -38,7 +38,7 @@ async fn saw_join(client: &mut Client, user: &protocol::User) {
 }
 
 /// Polls `/readyz` until it answers `want`.
-async fn wait_ready(server: &ServerProc, want: u16) {
+pub(crate) async fn wait_ready(server: &ServerProc, want: u16) {
     let deadline = Instant::now() + SLOW;
     loop {
         let (status, _) = http_get(server.addr, "/readyz").await;
@@ -55,7 +55,7 @@ async fn wait_ready(server: &ServerProc, want: u16) {
 
 /// Reads messages until `n` arrived, failing on anything but messages,
 /// acks, presence and typing (which a busy room may interleave).
-async fn messages(client: &mut Client, n: usize) -> Vec<ChatMessage> {
+pub(crate) async fn messages(client: &mut Client, n: usize) -> Vec<ChatMessage> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         match client.recv().await {
@@ -69,7 +69,7 @@ async fn messages(client: &mut Client, n: usize) -> Vec<ChatMessage> {
 }
 
 /// Sends until acked, retrying `unavailable` (the store coming back).
-async fn send_until_acked(client: &mut Client, room: &str, id: &str, body: &str) -> u64 {
+pub(crate) async fn send_until_acked(client: &mut Client, room: &str, id: &str, body: &str) -> u64 {
     let deadline = Instant::now() + SLOW;
     loop {
         client.submit(room, id, body).await;
@@ -141,7 +141,11 @@ async fn clients_on_three_instances_receive_every_message_in_one_order() {
 }
 
 /// Reads `acks` acks and `msgs` messages, skipping presence.
-async fn collect(c: &mut Client, acks: usize, msgs: usize) -> (Vec<u64>, Vec<ChatMessage>) {
+pub(crate) async fn collect(
+    c: &mut Client,
+    acks: usize,
+    msgs: usize,
+) -> (Vec<u64>, Vec<ChatMessage>) {
     let (mut a, mut m) = (Vec::new(), Vec::new());
     while a.len() < acks || m.len() < msgs {
         match c.recv().await {

@@ -12,9 +12,12 @@
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
 //!   Redis engine across instances (ordering, kill -9, Redis restarts and
 //!   wipes, pub/sub loss, presence expiry, TLS).
+//! - `faults`: Redis misbehaving (issue 19): restores from older snapshots,
+//!   failovers, silent drops, join bursts, old servers, skewed clocks.
 
 mod chat;
 mod cluster;
+mod faults;
 mod lifecycle;
 mod limits;
 mod procs;

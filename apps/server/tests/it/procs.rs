@@ -242,6 +242,34 @@ impl Redis {
         }
     }
 
+    /// Kills Redis with SIGKILL (nothing saved beyond what the AOF holds)
+    /// and waits for the exit.
+    pub(crate) async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis-server");
+        }
+    }
+
+    /// A backup of the data as it is now: `SAVE`, then a copy of the data
+    /// directory (the AOF is fsynced on every write, so the copy is whole).
+    pub(crate) async fn snapshot(&self) -> TempDir {
+        let mut conn = self.conn().await;
+        let _: () = redis::cmd("SAVE")
+            .query_async(&mut conn)
+            .await
+            .expect("SAVE");
+        let copy = TempDir::new("redis-snapshot");
+        copy_dir(self.dir.path(), copy.path());
+        copy
+    }
+
+    /// Replaces the data directory with `snapshot` (while Redis is down):
+    /// the next start is a restore from that backup.
+    pub(crate) fn restore(&self, snapshot: &TempDir) {
+        self.wipe();
+        copy_dir(snapshot.path(), self.dir.path());
+    }
+
     /// Starts it again on the same port and data directory.
     pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "shut it down first");
@@ -259,6 +287,19 @@ impl Redis {
             } else {
                 std::fs::remove_file(path).expect("remove");
             }
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
 }

@@ -16,7 +16,13 @@ impl Broker for RedisEngine {
         "redis"
     }
 
-    async fn publish(&self, room: &RoomName, msg: Publication) -> Result<Published, EngineError> {
+    async fn publish(
+        &self,
+        room: &RoomName,
+        msg: Publication,
+        seen: Option<&Position>,
+    ) -> Result<Published, EngineError> {
+        let (seen_epoch, seen_offset) = seen.map_or(("", 0), |p| (&*p.epoch, p.offset));
         let dedupe = self.keys.dedupe(room, &msg.from.id, &msg.client_id);
         let stored =
             serde_json::to_string(&msg).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -35,6 +41,8 @@ impl Broker for RedisEngine {
                         .arg(self.history_cap)
                         .arg(protocol::limits::DEDUPE_WINDOW_SECS)
                         .arg(stored)
+                        .arg(seen_epoch)
+                        .arg(seen_offset)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -64,6 +72,26 @@ impl Broker for RedisEngine {
             epoch: Arc::from(epoch),
             offset,
         })
+    }
+
+    async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError> {
+        let changed: u8 = self
+            .commands
+            .run(|mut conn| async move {
+                self.scripts
+                    .reset_epoch
+                    .key(self.keys.meta(room))
+                    .arg(lost)
+                    .arg(&*new_epoch())
+                    .arg(self.keys.channel(room))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if changed == 1 {
+            tracing::warn!(room = %room, lost, "the store lost messages of the room; it has a new epoch");
+        }
+        Ok(())
     }
 
     async fn range(

@@ -12,7 +12,7 @@
 //! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms, the store's clock: `TIME` in the scripts) |
 //! | `P:{R}:names` | hash | user id → display name |
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
-//! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `t <user json>`, `p j\|l <user id> <name>` |
+//! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
 //! | `P:rooms` | zset | room → latest presence expiry (for the rooms list) |
 //! | `P:probe:<instance>` | string | the readiness probe's last write (ms), expires after a minute |
 //!
@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 struct Scripts {
     publish: Script,
     position: Script,
+    reset_epoch: Script,
     presence_join: Script,
     presence_leave: Script,
     presence_sweep: Script,
@@ -115,6 +116,7 @@ impl RedisEngine {
             scripts: Scripts {
                 publish: Script::new(include_str!("lua/publish.lua")),
                 position: Script::new(include_str!("lua/position.lua")),
+                reset_epoch: Script::new(include_str!("lua/reset_epoch.lua")),
                 presence_join: Script::new(include_str!("lua/presence_join.lua")),
                 presence_leave: Script::new(include_str!("lua/presence_leave.lua")),
                 presence_sweep: Script::new(include_str!("lua/presence_sweep.lua")),
@@ -143,6 +145,10 @@ fn parse_payload(room: RoomName, payload: &str) -> Option<EngineEvent> {
                 epoch: Arc::from(epoch),
             })
         }
+        "e" => Some(EngineEvent::Epoch {
+            room,
+            epoch: Arc::from(rest),
+        }),
         "t" => Some(EngineEvent::Typing {
             room,
             user: serde_json::from_str(rest).ok()?,
@@ -191,6 +197,10 @@ mod tests {
             parse_payload(room.clone(), r#"t {"id":"u_1","name":"a"}"#),
             Some(EngineEvent::Typing { .. })
         ));
+        match parse_payload(room.clone(), "e ep9") {
+            Some(EngineEvent::Epoch { epoch, .. }) => assert_eq!(&*epoch, "ep9"),
+            other => panic!("{other:?}"),
+        }
         assert!(parse_payload(room, "x y").is_none());
     }
 }

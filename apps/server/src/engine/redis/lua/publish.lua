@@ -1,8 +1,11 @@
--- Publishes one message atomically: dedupe, next offset, append to the
--- capped stream, fan out on the room channel.
+-- Publishes one message atomically: epoch check, dedupe, next offset,
+-- append to the capped stream, fan out on the room channel.
 -- KEYS[1] meta hash (epoch, offset)   KEYS[2] stream   KEYS[3] dedupe key
--- ARGV[1] channel  ARGV[2] epoch to create when missing  ARGV[3] stream cap
--- ARGV[4] dedupe ttl (s)  ARGV[5] stored message (JSON, without offset)
+-- ARGV[1] channel  ARGV[2] epoch to create when missing or diverged
+-- ARGV[3] stream cap  ARGV[4] dedupe ttl (s)
+-- ARGV[5] stored message (JSON, without offset)
+-- ARGV[6] epoch and ARGV[7] offset the publishing instance has seen
+--         ('' and 0: none)
 -- Returns {epoch, offset, duplicate (0|1)}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -10,6 +13,14 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
   -- History of an epoch nobody knows any more cannot be offered.
   redis.call('DEL', KEYS[2])
+elseif epoch == ARGV[6]
+    and tonumber(redis.call('HGET', KEYS[1], 'offset')) < tonumber(ARGV[7]) then
+  -- The offset went back within the epoch: this store lost messages that
+  -- were delivered (an older snapshot, a lagging replica promoted). The
+  -- retained history becomes a new epoch's, and every instance is told.
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('PUBLISH', ARGV[1], 'e ' .. epoch)
 end
 local prev = redis.call('GET', KEYS[3])
 if prev then
