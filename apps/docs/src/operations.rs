@@ -26,13 +26,22 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <li>{rich_text("`REDIS_KEY_PREFIX` (default `chat`) lets several deployments share one Redis.")}</li>
             <li>{rich_text("For strict durability of acknowledged messages across a Redis crash, run Redis with `appendonly yes` and `appendfsync always`.")}</li>
             <li>{rich_text("An instance starts while Redis is down and reports not ready until it can reach it.")}</li>
+            <li>{rich_text("Oldest server: Redis 5.0 (streams). The tests run the engine on Redis 5.0.6 as well as 7.0, so every 6.0 a managed service still offers works; an older server makes every command (and `/readyz`) answer `Redis 4.x found; the chat needs Redis 5.0 or newer`.")}</li>
+            <li>{rich_text("An ACL user needs, on the keys and channels under `REDIS_KEY_PREFIX`: `evalsha`, `script`, `xrange`, `xrevrange`, `zrangebyscore`, `zcount`, `publish`, `subscribe`, `unsubscribe`, `ping`, `time`, `info` (optional: it checks the version), and inside the scripts `get`, `set`, `del`, `hget`, `hset`, `hsetnx`, `hmget`, `hincrby`, `hdel`, `hvals`, `xadd`, `zadd`, `zscore`, `zrem`, `zrangebyscore`, `zremrangebyscore`, `pexpireat`, `time`, `publish`. `/readyz` runs each of them (`lua/probe.lua`), so a missing one makes the instance not ready, and the log names it.")}</li>
+        </ul>
+        <h2 id="faults">"When Redis misbehaves"</h2>
+        <ul>
+            <li>{rich_text("Every Redis socket has TCP keepalive (probes after 10 s idle, every 5 s, 3 of them) and `TCP_USER_TIMEOUT` of 10 s, so a flow a NAT or proxy forgot ends. A command that takes longer than 2 s, fails on the socket, or meets `READONLY`/`MASTERDOWN` drops the command connection; the next command makes a new one, resolving the name again, so a DNS name or proxy that moved to a promoted replica is followed without a restart. The pub/sub connection is pinged every 5 s and re-made when a ping fails; the rooms then catch up from their streams.")}</li>
+            <li>{rich_text("A join that meets an unavailable store (restarting, loading a large data set, failing over) waits for it, up to `--join-wait-ms` (10 s), while at most `--join-waiters` (10,000) joins wait; past either it is refused `unavailable`, and the web client tries again with backoff and jitter.")}</li>
+            <li>{rich_text("A Redis restored from an older backup, or a lagging replica promoted, has lost messages members were given: the first instance to see an offset go back gives the room a new epoch, and members everywhere re-join with `recovered: false` (`chat_room_resets_total{reason=\"diverged\"}`).")}</li>
+            <li>{rich_text("When an instance's hub falls behind, Redis pub/sub messages are dropped at the intake instead of buffered without bound, and the rooms catch up from their streams (`chat_intake_dropped_total`).")}</li>
         </ul>
         <h2 id="health">"Health and readiness"</h2>
         <table class="docs-table">
             <thead><tr><th>"path"</th><th>"answers"</th><th>"use it for"</th></tr></thead>
             <tbody>
                 <tr><td><code>"/healthz"</code></td><td>"200 " <code>"ok"</code> " while the process serves HTTP"</td><td>"liveness: restart the process if it fails"</td></tr>
-                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes this instance's writes (a Redis replica answers but refuses them), else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
+                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes every kind of write this instance makes (a Redis replica answers but refuses them; an ACL user may lack one) and its pub/sub connection is up, else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
                 <tr><td><code>"/metrics"</code></td><td>"Prometheus text format"</td><td>"scraping (below)"</td></tr>
             </tbody>
         </table>

@@ -82,6 +82,18 @@ pub struct Args {
     #[arg(long, env = "MAX_REPLAY", default_value_t = protocol::limits::DEFAULT_MAX_REPLAY)]
     pub max_replay: u64,
 
+    /// How long a `join` that meets a briefly unavailable store (Redis
+    /// restarting, loading its data, failing over) waits for it before it
+    /// is refused `unavailable`, in ms. 0: refuse at once.
+    #[arg(long, env = "JOIN_WAIT_MS", default_value_t = 10_000)]
+    pub join_wait_ms: u64,
+
+    /// Joins that may wait for the store at once (see `--join-wait-ms`);
+    /// past this, joins are refused `unavailable` at once instead of
+    /// queueing without bound.
+    #[arg(long, env = "JOIN_WAITERS", default_value_t = 10_000)]
+    pub join_waiters: usize,
+
     /// `send` + `typing` frames per second per connection (token bucket rate).
     #[arg(long, env = "RATE_PER_SEC", default_value_t = protocol::limits::DEFAULT_RATE_PER_SEC)]
     pub rate_per_sec: u32,
@@ -165,6 +177,8 @@ pub struct Config {
     pub history_cap: usize,
     pub join_history: usize,
     pub max_replay: u64,
+    pub join_wait: Duration,
+    pub join_waiters: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
     pub max_rooms_per_conn: usize,
@@ -288,6 +302,8 @@ impl Args {
             history_cap: self.history_cap,
             join_history: self.join_history,
             max_replay: self.max_replay,
+            join_wait: Duration::from_millis(self.join_wait_ms),
+            join_waiters: self.join_waiters,
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst.max(1),
             max_rooms_per_conn: self.max_rooms_per_conn,

@@ -87,12 +87,30 @@ pub async fn run(
             (engine.clone(), engine)
         }
     };
+    if config.redis.is_some() {
+        claim_instance_id(&*presence, &config.instance_id, config.presence_ttl).await?;
+    }
+    // The instance id is free for a successor as soon as this one stops
+    // (a task, not a reference held to the end: the engine must be
+    // dropped with the hub for the hub's event loop to end).
+    tracker.spawn({
+        let presence = presence.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            presence.release_instance().await;
+        }
+    });
     let hub = Hub::new(
         broker,
         presence,
         RecoveryLimits {
             recent: config.join_history,
             max_replay: config.max_replay,
+        },
+        hub::JoinWaits {
+            wait: config.join_wait,
+            waiters: config.join_waiters,
         },
         tracker.clone(),
         shutdown.clone(),
@@ -168,6 +186,45 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses to start when another live process uses this instance id
+/// ([`PresenceStore::claim_instance`]). A crashed predecessor's claim
+/// expires within one presence TTL, so a held id is waited for that long
+/// before it counts as live. With the store unreachable the instance starts
+/// anyway: its presence refresh claims the id later, and a conflict then
+/// makes it not ready.
+async fn claim_instance_id(
+    presence: &dyn PresenceStore,
+    instance: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + ttl + std::time::Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        match presence.claim_instance().await {
+            Ok(true) => return Ok(()),
+            Ok(false) if tokio::time::Instant::now() < deadline => {
+                if !told {
+                    tracing::info!(
+                        instance,
+                        "the instance id is held; waiting up to one presence TTL for a crashed predecessor's claim to expire"
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(false) => anyhow::bail!(
+                "instance id {instance:?} is in use by another live instance (its claim in Redis \
+                 keeps being renewed): give every instance its own --instance-id (INSTANCE_ID), or \
+                 leave it unset for a random one"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check that the instance id is unique now; the presence refresh will");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Where the web app's built assets are and what they are called. Built

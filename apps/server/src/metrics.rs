@@ -38,6 +38,15 @@ pub const GAP_FILLS: &str = "chat_gap_fills_total";
 /// instance saw an offset go back: the store lost messages), `trimmed` (a
 /// catch-up found the missing messages already trimmed) (counter).
 pub const ROOM_RESETS: &str = "chat_room_resets_total";
+/// Events dropped at the Redis pub/sub intake because the hub fell behind,
+/// label `kind` (`message`: read again from the stream by the room's
+/// catch-up; `typing`, `presence`: not stored, gone) (counter).
+pub const INTAKE_DROPPED: &str = "chat_intake_dropped_total";
+/// Joins that met an unavailable store and waited for it, label
+/// `outcome`: `joined` (answered once it was back, or refused for another
+/// reason), `refused_timeout` (`--join-wait-ms` ran out), `refused_full`
+/// (`--join-waiters` were waiting already) (counter).
+pub const JOIN_WAITS: &str = "chat_join_waits_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 /// Duration of the last presence refresh cycle, seconds (gauge); it must
@@ -76,6 +85,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         ROOM_RESETS,
         "Rooms whose local members were reset (close 1013, re-join with `recovered: false`) because the room's epoch changed, label `reason`: `epoch` (announced by the store or another instance), `diverged` (an offset went back here: the store lost messages), `trimmed` (a catch-up found the missing messages trimmed from the history) (counter).",
+    ),
+    (
+        INTAKE_DROPPED,
+        "Events dropped at the Redis pub/sub intake because the hub fell behind, label `kind`: `message` (read again from the stream by the room's catch-up, so nothing is lost), `typing`, `presence` (not stored: gone) (counter).",
+    ),
+    (
+        JOIN_WAITS,
+        "Joins that met an unavailable store and waited for it, label `outcome`: `joined` (answered once the store was back), `refused_timeout` (`--join-wait-ms` ran out), `refused_full` (`--join-waiters` joins were waiting already) (counter).",
     ),
     (
         UPGRADES_REFUSED,

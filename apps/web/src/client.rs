@@ -252,6 +252,9 @@ pub(crate) fn connect() {
         if outcome.session_changed {
             state.with_untracked(persist_session);
         }
+        if let Some(ms) = outcome.retry_joins_in {
+            set_timeout(retry_joins, Duration::from_millis(ms));
+        }
     });
     let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
         if !is_current_socket(generation) {
@@ -295,6 +298,19 @@ fn drop_socket() {
     });
     if let Some(old) = old {
         old.detach();
+    }
+}
+
+/// Sends the refused joins whose backoff ran out; schedules itself for
+/// those that still wait.
+fn retry_joins() {
+    let Some(state) = state_signal() else { return };
+    let Some((frames, next)) = state.try_update(|s| s.retry_joins(now() as i64)) else {
+        return;
+    };
+    send(frames);
+    if let Some(ms) = next {
+        set_timeout(retry_joins, Duration::from_millis(ms));
     }
 }
 

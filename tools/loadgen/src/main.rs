@@ -5,6 +5,8 @@
 //!   body carries the sender, a per-sender sequence number and the send
 //!   instant, so every receiver measures end-to-end latency and counts lost,
 //!   duplicated and out-of-order deliveries.
+//! - `steady`: a load that rides out faults, for `make chaos`: acked,
+//!   delivered, lost, rooms reset, the longest wait for an ack.
 //! - `idle`: holds C connections joined to rooms and reports the servers'
 //!   resident memory per connection (read from `/proc/<pid>/status`).
 //!
@@ -25,6 +27,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod churn;
 mod progress;
+mod steady;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -79,6 +82,10 @@ enum Mode {
     /// `every` seconds while senders keep sending: delivered %, duplicates,
     /// and how long the replay (reconnect → `joined`) takes.
     Churn(churn::ChurnArgs),
+    /// A load that rides out faults (`make chaos`): senders resend until
+    /// acked, receivers reconnect with `since`; acked, delivered, lost,
+    /// rooms reset, longest wait for an ack.
+    Steady(steady::SteadyArgs),
     /// Hold connections and report server memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -621,6 +628,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Mode::Saturation(args) => saturation(&cli.urls, &args).await?,
         Mode::Churn(args) => churn::run(&cli.urls, &args).await?,
+        Mode::Steady(args) => steady::run(&cli.urls, &args).await?,
         Mode::Idle {
             connections,
             rooms,

@@ -318,4 +318,10 @@ impl PresenceStore for MemoryEngine {
             })
             .collect())
     }
+
+    async fn claim_instance(&self) -> Result<bool, EngineError> {
+        Ok(true)
+    }
+
+    async fn release_instance(&self) {}
 }

@@ -94,6 +94,10 @@ pub(crate) enum EngineEvent {
     /// The room has a new epoch ([`Broker::reset_epoch`]): what local
     /// members hold of the room's history means nothing now.
     Epoch { room: RoomName, epoch: Arc<str> },
+    /// The transport dropped messages of the room (the hub fell behind and
+    /// its channel was full): the hub must catch the room up from
+    /// [`Broker::range`].
+    Dropped { room: RoomName },
     /// The transport may have lost events (e.g. the pub/sub connection came
     /// back): the hub must catch every local room up from [`Broker::range`].
     Resync,
@@ -213,6 +217,17 @@ pub(crate) trait PresenceStore: Send + Sync + 'static {
 
     /// Rooms with at least one member on any instance, with member counts.
     async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError>;
+
+    /// Claims this instance's id for one presence TTL, or renews the claim
+    /// (presence entries are keyed by the id: two live processes sharing
+    /// one would keep each other's users present and sweep each other's).
+    /// False when another live process holds it. A store that serves one
+    /// instance only holds it always.
+    async fn claim_instance(&self) -> Result<bool, EngineError>;
+
+    /// This instance stops: its claim is released at once, so a restart
+    /// with the same id need not wait for it to expire. Best effort.
+    async fn release_instance(&self);
 }
 
 /// A fresh epoch: 16 random hex digits, so a restarted process or a wiped

@@ -69,6 +69,20 @@ pub(crate) struct Joined {
     pub(crate) members: Vec<User>,
 }
 
+/// How joins wait for a briefly unavailable store (Redis restarting,
+/// loading its data set, failing over) before they are refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinWaits {
+    /// Longest wait of one join (0: refuse at once).
+    pub(crate) wait: Duration,
+    /// Joins waiting at once; past this a join is refused at once.
+    pub(crate) waiters: usize,
+}
+
+/// First and longest pause between the attempts of a waiting join.
+const JOIN_RETRY_MIN: Duration = Duration::from_millis(50);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// The hub of one instance.
 pub(crate) struct Hub {
     broker: Arc<dyn Broker>,
@@ -77,6 +91,10 @@ pub(crate) struct Hub {
     /// (lookups and outbox pushes) and never cross an await.
     rooms: Mutex<HashMap<RoomName, LocalRoom>>,
     limits: RecoveryLimits,
+    /// How long a join that meets an unavailable store waits for it.
+    join_wait: Duration,
+    /// Permits of joins waiting for the store (`--join-waiters`).
+    join_waiters: Semaphore,
     /// Permits of catch-ups reading the store ([`catch_up::CONCURRENT`]).
     catch_ups: Semaphore,
     /// Where catch-ups are spawned, so shutdown waits for them.
@@ -92,6 +110,7 @@ impl Hub {
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
         limits: RecoveryLimits,
+        waits: JoinWaits,
         tracker: TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Hub> {
@@ -100,6 +119,8 @@ impl Hub {
             presence,
             rooms: Mutex::new(HashMap::new()),
             limits,
+            join_wait: waits.wait,
+            join_waiters: Semaphore::new(waits.waiters),
             catch_ups: Semaphore::new(catch_up::CONCURRENT),
             tracker,
             stop,
@@ -116,7 +137,52 @@ impl Hub {
     /// called, the room's new messages reach the member's outbox; those up
     /// to the returned position are in the history instead, so the
     /// connection skips outbox messages at or below it.
+    ///
+    /// A join that meets an unavailable store waits for it: it is tried
+    /// again with backoff (50 ms doubling to 1 s, jittered) for up to
+    /// [`JoinWaits::wait`], while at most [`JoinWaits::waiters`] joins wait
+    /// (past that, and past the wait, it is refused `unavailable`).
     pub(crate) async fn join(
+        &self,
+        room: &RoomName,
+        member: Member,
+        since: Option<&Since>,
+    ) -> Result<Joined, EngineError> {
+        let first = self.try_join(room, member.clone(), since).await;
+        if !matches!(first, Err(EngineError::Unavailable(_))) || self.join_wait.is_zero() {
+            return first;
+        }
+        let Ok(_waiting) = self.join_waiters.try_acquire() else {
+            metrics::counter!(m::JOIN_WAITS, "outcome" => "refused_full").increment(1);
+            return first;
+        };
+        let deadline = tokio::time::Instant::now() + self.join_wait;
+        let mut delay = JOIN_RETRY_MIN;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                metrics::counter!(m::JOIN_WAITS, "outcome" => "refused_timeout").increment(1);
+                return first;
+            }
+            let pause = delay
+                .mul_f64(0.5 + rand::random::<f64>())
+                .min(deadline - now);
+            tokio::select! {
+                _ = self.stop.cancelled() => return first,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            match self.try_join(room, member.clone(), since).await {
+                Err(EngineError::Unavailable(_)) => delay = (delay * 2).min(JOIN_RETRY_MAX),
+                answer => {
+                    metrics::counter!(m::JOIN_WAITS, "outcome" => "joined").increment(1);
+                    return answer;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Hub::join`]; on an error the member is removed again.
+    async fn try_join(
         &self,
         room: &RoomName,
         member: Member,
@@ -246,17 +312,21 @@ impl Hub {
         Ok(published)
     }
 
-    /// Starts `room`'s catch-up unless one runs: it compares the room's
-    /// cursor with the store's position.
+    /// Catches `room` up from the store: starts its catch-up, or makes the
+    /// running one read the store once more.
     fn verify(&self, room: &RoomName) {
         let start = {
             let mut rooms = self.rooms.lock().expect("hub lock");
-            match rooms.get_mut(room) {
-                Some(r) if r.catching_up.is_none() => {
-                    r.catching_up = Some(Default::default());
+            match rooms.get_mut(room).map(|r| &mut r.catching_up) {
+                Some(Some(held)) => {
+                    held.stale = true;
+                    false
+                }
+                Some(idle) => {
+                    *idle = Some(Default::default());
                     true
                 }
-                _ => false,
+                None => false,
             }
         };
         if start {
@@ -377,6 +447,7 @@ impl Hub {
                     }
                 }
             }
+            EngineEvent::Dropped { room } => self.verify(&room),
             EngineEvent::Resync => self.resync(),
         }
     }

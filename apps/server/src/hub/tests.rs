@@ -20,6 +20,12 @@ const LIMITS: RecoveryLimits = RecoveryLimits {
     max_replay: 1000,
 };
 
+/// Joins refused at once (the tests of waiting joins set their own).
+const NO_WAIT: JoinWaits = JoinWaits {
+    wait: Duration::ZERO,
+    waiters: 0,
+};
+
 /// A broker that fails the next `failures` position reads, and blocks the
 /// range reads of room `slow` until `release` is notified.
 struct Faulty {
@@ -102,6 +108,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_waits(NO_WAIT)
+    }
+
+    fn with_waits(waits: JoinWaits) -> Rig {
         let (tx, events) = mpsc::channel(4096);
         let memory = Arc::new(MemoryEngine::new(tx, 10_000));
         let broker = Arc::new(Faulty {
@@ -116,6 +126,7 @@ impl Rig {
             broker.clone(),
             memory,
             LIMITS,
+            waits,
             tracker.clone(),
             CancellationToken::new(),
         );
@@ -659,6 +670,7 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
         memory.clone(),
         memory.clone(),
         LIMITS,
+        NO_WAIT,
         tracker.clone(),
         CancellationToken::new(),
     );
@@ -694,4 +706,77 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
     tracker.close();
     tracker.wait().await;
     assert_eq!(drained(&a), (vec![1], Some(CloseCode::TryAgainLater)));
+}
+
+fn member_of(rig: &mut Rig, id: &str) -> Member {
+    rig.next_conn += 1;
+    Member {
+        conn: rig.next_conn,
+        user: user(id),
+        outbox: Outbox::new(100),
+    }
+}
+
+/// Rule: a join that meets an unavailable store waits for it — an outage
+/// shorter than the wait ends in `joined`, not `unavailable`.
+#[tokio::test(start_paused = true)]
+async fn a_join_waits_for_a_store_that_comes_back() {
+    let mut rig = Rig::with_waits(JoinWaits {
+        wait: Duration::from_secs(10),
+        waiters: 10,
+    });
+    rig.broker.failures.store(5, Ordering::SeqCst);
+    let member = member_of(&mut rig, "u_a");
+    let started = tokio::time::Instant::now();
+    let joined = rig.hub.join(&room("lobby"), member, None).await;
+    assert!(joined.is_ok(), "{joined:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(rig.broker.failures.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.hub.local_presence().len(), 1, "joined once");
+}
+
+/// Rule: the wait is bounded in time — a store away longer than
+/// `--join-wait-ms` gets the join refused `unavailable` when it runs out,
+/// and nothing of the member is left behind.
+#[tokio::test(start_paused = true)]
+async fn a_join_is_refused_when_the_store_stays_away_past_the_wait() {
+    let mut rig = Rig::with_waits(JoinWaits {
+        wait: Duration::from_secs(3),
+        waiters: 10,
+    });
+    rig.broker.failures.store(usize::MAX, Ordering::SeqCst);
+    let member = member_of(&mut rig, "u_a");
+    let started = tokio::time::Instant::now();
+    let joined = rig.hub.join(&room("lobby"), member, None).await;
+    assert!(
+        matches!(joined, Err(EngineError::Unavailable(_))),
+        "{joined:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(rig.hub.rooms.lock().unwrap().is_empty());
+}
+
+/// Rule: the wait is bounded in number — past `--join-waiters` waiting
+/// joins, a join is refused at once instead of queueing.
+#[tokio::test(start_paused = true)]
+async fn joins_past_the_waiters_bound_are_refused_at_once() {
+    let mut rig = Rig::with_waits(JoinWaits {
+        wait: Duration::from_secs(3),
+        waiters: 1,
+    });
+    rig.broker.failures.store(usize::MAX, Ordering::SeqCst);
+    let (a, b) = (member_of(&mut rig, "u_a"), member_of(&mut rig, "u_b"));
+    let hub = rig.hub.clone();
+    let waiting = tokio::spawn(async move { hub.join(&room("lobby"), a, None).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    let refused = rig.hub.join(&room("lobby"), b, None).await;
+    assert!(matches!(refused, Err(EngineError::Unavailable(_))));
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
+    rig.broker.failures.store(0, Ordering::SeqCst);
+    assert!(waiting.await.unwrap().is_ok(), "the waiting one joins");
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -123,6 +124,8 @@ impl Tls {
 
 /// A `redis-server` of this test: free port, own data directory, AOF on.
 pub(crate) struct Redis {
+    /// The `redis-server` binary.
+    bin: PathBuf,
     pub(crate) port: u16,
     pub(crate) password: Option<String>,
     tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
@@ -151,11 +154,39 @@ impl Redis {
         .await
     }
 
+    /// Starts Redis 5.0.6, older than any server the engine relies on
+    /// (`scripts/ensure.sh redis5` builds it; `make test` runs that).
+    pub(crate) async fn start_5_0() -> Redis {
+        let dir = std::env::var_os("REDIS5_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/chat/redis-5.0.6")
+            });
+        let bin = dir.join("redis-server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/ensure.sh redis5",
+            bin.display()
+        );
+        let mut redis = Redis {
+            bin,
+            port: free_port(),
+            password: None,
+            tls: None,
+            dir: TempDir::new("redis5"),
+            child: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
     async fn start_with(
         password: Option<String>,
         tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
     ) -> Redis {
         let mut redis = Redis {
+            bin: PathBuf::from("redis-server"),
             port: free_port(),
             password,
             tls,
@@ -167,7 +198,35 @@ impl Redis {
     }
 
     async fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        self.launch();
+        self.wait_answering().await;
+    }
+
+    /// Starts it again without waiting until it answers (it may be
+    /// loading a large data set meanwhile).
+    pub(crate) fn restart_nowait(&mut self) {
+        assert!(self.child.is_none(), "shut it down first");
+        self.launch();
+    }
+
+    /// Waits until PING answers PONG (not LOADING).
+    pub(crate) async fn wait_answering(&self) {
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..2400 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
@@ -191,19 +250,11 @@ impl Redis {
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        self.child = Some(cmd.spawn().expect("redis-server starts (is it installed?)"));
-        let client = redis::Client::open(self.url()).expect("url");
-        for _ in 0..200 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if self.bin == Path::new("redis-server") {
+            // DEBUG POPULATE makes the large data sets of the LOADING tests.
+            cmd.args(["--enable-debug-command", "local"]);
         }
-        panic!("redis-server on port {} did not start", self.port);
+        self.child = Some(cmd.spawn().expect("redis-server starts (is it installed?)"));
     }
 
     /// The plain-TCP URL.
@@ -308,6 +359,8 @@ fn copy_dir(from: &Path, to: &Path) {
 pub(crate) struct ServerProc {
     pub(crate) addr: SocketAddr,
     child: Child,
+    /// Every log line the server wrote after it started listening.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProc {
@@ -335,6 +388,35 @@ impl ServerProc {
         let mut server = Command::new(env!("CARGO_BIN_EXE_server"));
         server.env("LD_PRELOAD", lib).env("FAKETIME", offset);
         ServerProc::launch(server, instance, redis_url, args).await
+    }
+
+    /// Runs an instance that is expected to refuse to start: returns
+    /// whether it exited successfully, and what it wrote.
+    pub(crate) async fn run_to_exit(
+        instance: &str,
+        redis_url: &str,
+        args: &[&str],
+    ) -> (bool, String) {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            Command::new(env!("CARGO_BIN_EXE_server"))
+                .args(["--bind", "127.0.0.1", "--port", "0", "--log", "info"])
+                .args(["--instance-id", instance, "--redis-url", redis_url])
+                .args(["--session-secret", "integration-test-secret-0123456789"])
+                .args(args)
+                .env_remove("RUST_LOG")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the server exits by itself")
+        .expect("server binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     async fn launch(
@@ -372,6 +454,8 @@ impl ServerProc {
         // Keep draining the log so the server never blocks on a full pipe;
         // it shows in the output of a failing test.
         let tag = instance.to_owned();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         tokio::spawn(async move {
             let mut rest = lines.into_inner();
             let mut buf = Vec::new();
@@ -381,11 +465,22 @@ impl ServerProc {
                 if n == 0 {
                     break;
                 }
-                eprint!("[{tag}] {}", String::from_utf8_lossy(&buf));
+                let line = String::from_utf8_lossy(&buf);
+                eprint!("[{tag}] {line}");
+                kept.lock().unwrap().push(line.into_owned());
                 buf.clear();
             }
         });
-        ServerProc { addr, child }
+        ServerProc { addr, child, log }
+    }
+
+    /// Whether a log line so far contains every one of `words`.
+    pub(crate) fn logged(&self, words: &[&str]) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| words.iter().all(|w| line.contains(w)))
     }
 
     pub(crate) fn ws_url(&self) -> String {
@@ -397,4 +492,99 @@ impl ServerProc {
         self.child.start_kill().expect("kill");
         let _ = self.child.wait().await;
     }
+}
+
+/// A TCP proxy of the test's own between servers and Redis, standing for
+/// a DNS name, a cloud proxy or a NAT. [`Proxy::switch`] moves it to
+/// another upstream (new connections go there; open ones stay where they
+/// were, as after a DNS change or a failover behind a proxy);
+/// [`Proxy::blackhole`] makes every open connection stop forwarding in both
+/// directions without closing it (a NAT that forgot the flow: no RST,
+/// nothing arrives), while new connections work.
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
+    upstream: Arc<std::sync::atomic::AtomicU16>,
+    /// Connections accepted before the latest `blackhole` stop forwarding.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Proxy {
+    pub(crate) async fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Proxy {
+            port,
+            upstream: Arc::new(upstream.into()),
+            generation: Arc::new(0.into()),
+            tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
+        };
+        let (up, generation, tasks) = (
+            proxy.upstream.clone(),
+            proxy.generation.clone(),
+            proxy.tasks.clone(),
+        );
+        proxy.tasks.lock().unwrap().spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let to = up.load(Ordering::SeqCst);
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                let mine = generation.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let mut set = tasks.lock().unwrap();
+                set.spawn(pump(cr, sw, generation.clone(), mine));
+                set.spawn(pump(sr, cw, generation.clone(), mine));
+            }
+        });
+        proxy
+    }
+
+    /// New connections go to `upstream` from now on.
+    pub(crate) fn switch(&self, upstream: u16) {
+        self.upstream
+            .store(upstream, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every open connection stops forwarding, in both directions, and
+    /// stays open.
+    pub(crate) fn blackhole(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+/// Copies `from` to `to` until EOF; once the proxy's generation moved past
+/// `mine`, holds both ends open and forwards nothing more.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    mine: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if generation.load(std::sync::atomic::Ordering::SeqCst) != mine {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -119,6 +119,8 @@ impl ChatState {
             }
         }
         self.joins_in_flight.clear();
+        // The next `welcome` joins every room again.
+        self.join_retries.clear();
     }
 
     /// Stops for good (the user changed their name or asked to go offline).

@@ -58,6 +58,9 @@ pub struct Outcome {
     pub send: Vec<ClientFrame>,
     /// The session (user or token) changed: store it.
     pub session_changed: bool,
+    /// A refused join is to be tried again: call
+    /// [`ChatState::retry_joins`] in this many milliseconds.
+    pub retry_joins_in: Option<u64>,
 }
 
 /// A message for the user that is not part of a room's history.
@@ -93,6 +96,10 @@ pub struct ChatState {
     /// Rooms whose `join` is unanswered, oldest first: a `bad_room` or
     /// `too_many_rooms` error answers the oldest (frames are answered in order).
     joins_in_flight: VecDeque<String>,
+    /// Rooms whose join the server refused `unavailable` (the store was
+    /// briefly away): failed attempts in a row, and when (local ms) the
+    /// next goes; `None` while it is in flight.
+    join_retries: BTreeMap<String, (u32, Option<i64>)>,
     /// The server refused our token during `hello`: the close that follows
     /// is retried at once without it.
     token_rejected: bool,
@@ -116,6 +123,7 @@ impl ChatState {
             next_id: 0,
             attempt: 0,
             joins_in_flight: VecDeque::new(),
+            join_retries: BTreeMap::new(),
             token_rejected: false,
             last_error: None,
         }
@@ -170,6 +178,7 @@ impl ChatState {
                 return Outcome {
                     send: self.apply_welcome(user, token, server),
                     session_changed: true,
+                    retry_joins_in: None,
                 };
             }
             ServerFrame::Joined {
@@ -217,14 +226,47 @@ impl ChatState {
                 Vec::new()
             }
             ServerFrame::Error { code, message, id } => {
-                self.apply_error(code, message, id);
+                if let Some(delay) = self.apply_error(code, message, id, now) {
+                    return Outcome {
+                        retry_joins_in: Some(delay),
+                        ..Outcome::default()
+                    };
+                }
                 Vec::new()
             }
         };
         Outcome {
             send,
             session_changed: false,
+            retry_joins_in: None,
         }
+    }
+
+    /// Sends again the joins refused `unavailable` whose backoff ran out
+    /// by `now`. Returns the frames and, if more wait, when to call again.
+    pub fn retry_joins(&mut self, now: i64) -> (Vec<ClientFrame>, Option<u64>) {
+        if !self.is_connected() {
+            return (Vec::new(), None);
+        }
+        let mut send = Vec::new();
+        let mut next: Option<i64> = None;
+        for (room, (_, due)) in self.join_retries.iter_mut() {
+            match *due {
+                Some(at) if at <= now => {
+                    let Some(r) = self.rooms.get(room).filter(|r| !r.live) else {
+                        continue;
+                    };
+                    *due = None;
+                    self.joins_in_flight.push_back(room.clone());
+                    send.push(r.join_frame());
+                }
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.join_retries
+            .retain(|room, _| self.rooms.get(room).is_some_and(|r| !r.live));
+        (send, next.map(|at| (at - now).max(0) as u64))
     }
 
     /// `welcome`: the session is ours; join every room of this tab (the
@@ -267,6 +309,7 @@ impl ChatState {
         if let Some(at) = self.joins_in_flight.iter().position(|r| *r == room) {
             self.joins_in_flight.remove(at);
         }
+        self.join_retries.remove(&room);
         let is_current = self.current.as_deref() == Some(room.as_str());
         let me = self.me.clone();
         let Some(r) = self.rooms.get_mut(&room) else {
@@ -395,8 +438,17 @@ impl ChatState {
     }
 
     /// `error`: a refused send (with its client `id`), a refused token, a
-    /// refused join, or a notice for the user.
-    fn apply_error(&mut self, code: ErrorCode, message: String, id: Option<String>) {
+    /// refused join, or a notice for the user. A join refused `unavailable`
+    /// (the shared store is briefly away) is tried again after a backoff
+    /// with jitter ([`backoff_ms`], from the tab's random id, so a burst of
+    /// refused tabs spreads out): returns in how many ms.
+    fn apply_error(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        id: Option<String>,
+        now: i64,
+    ) -> Option<u64> {
         self.last_error = Some(message.clone());
         if let Some(id) = id {
             let retry = matches!(
@@ -411,12 +463,24 @@ impl ChatState {
                     };
                 }
             }
-            return;
+            return None;
         }
+        let mut retry_in = None;
         match code {
             ErrorCode::Unauthorized if !self.is_connected() && self.token.is_some() => {
                 self.token_rejected = true;
-                return;
+                return None;
+            }
+            ErrorCode::Unavailable => {
+                if let Some(room) = self.joins_in_flight.pop_front() {
+                    if self.rooms.get(&room).is_some_and(|r| !r.live) {
+                        let attempt = self.join_retries.get(&room).map_or(0, |(a, _)| *a) + 1;
+                        let delay = backoff_ms(attempt, 0.5 + 0.5 * self.jitter(&room, attempt));
+                        self.join_retries
+                            .insert(room, (attempt, Some(now + delay as i64)));
+                        retry_in = Some(delay);
+                    }
+                }
             }
             ErrorCode::BadRoom | ErrorCode::TooManyRooms => {
                 if let Some(room) = self.joins_in_flight.pop_front() {
@@ -426,13 +490,29 @@ impl ChatState {
                 }
             }
             // Typing notices over the rate limit are simply not shown.
-            ErrorCode::RateLimited => return,
+            ErrorCode::RateLimited => return None,
             _ => {}
         }
         self.notice = Some(Notice {
             code: Some(code),
             text: message,
         });
+        retry_in
+    }
+
+    /// A number in [0, 1) from this tab's random id, `room` and `attempt`
+    /// (FNV-1a): the jitter of a join retry, different in every tab.
+    fn jitter(&self, room: &str, attempt: u32) -> f64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .id_prefix
+            .bytes()
+            .chain(room.bytes())
+            .chain(attempt.to_le_bytes())
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn remove_room(&mut self, room: &str) {

@@ -547,3 +547,63 @@ fn leaving_forgets_the_room_and_restore_skips_bad_names() {
     assert_eq!(r.room_names(), vec!["ok"]);
     assert_eq!(r.current.as_deref(), Some("ok"));
 }
+
+/// A join refused `unavailable` (the store is briefly away) is sent again
+/// after a backoff that grows and differs between tabs, until `joined`.
+#[test]
+fn a_join_refused_unavailable_is_retried_with_backoff_and_jitter() {
+    let mut s = ChatState::new("tab-one");
+    s.set_name(protocol::Name::parse("me").unwrap());
+    s.connecting();
+    let first = welcome(&mut s);
+    assert!(first
+        .send
+        .iter()
+        .any(|f| matches!(f, ClientFrame::Join { .. })));
+    let refused = |s: &mut ChatState, now| {
+        s.apply(
+            ServerFrame::error(ErrorCode::Unavailable, "the store is unavailable", None),
+            now,
+        )
+        .retry_joins_in
+        .expect("a retry is scheduled")
+    };
+    let d1 = refused(&mut s, 0);
+    assert!(d1 <= BACKOFF_BASE_MS, "{d1}");
+    assert_eq!(
+        s.retry_joins(d1 as i64 - 1),
+        (Vec::new(), Some(1)),
+        "not yet"
+    );
+    let (frames, next) = s.retry_joins(d1 as i64);
+    assert_eq!(
+        frames,
+        vec![ClientFrame::Join {
+            room: "general".into(),
+            since: None
+        }]
+    );
+    assert_eq!(next, None);
+    let d2 = refused(&mut s, 1_000);
+    assert!(
+        d2 > BACKOFF_BASE_MS / 2 && d2 <= 2 * BACKOFF_BASE_MS,
+        "{d2}"
+    );
+    let (frames, _) = s.retry_joins(1_000 + d2 as i64);
+    assert_eq!(frames.len(), 1);
+    s.apply(joined_frame("general", "e1", 0, vec![], false), 5_000);
+    assert!(s.rooms["general"].live);
+    assert_eq!(
+        s.retry_joins(1_000_000),
+        (Vec::new(), None),
+        "joined: nothing left"
+    );
+
+    // Another tab refused at the same moment waits another time.
+    let mut other = ChatState::new("tab-two");
+    other.set_name(protocol::Name::parse("me").unwrap());
+    other.connecting();
+    welcome(&mut other);
+    let o1 = refused(&mut other, 0);
+    assert_ne!(o1, d1, "jitter comes from the tab's random id");
+}

@@ -3,7 +3,7 @@
 //! on the room's channel, subscriptions through the pub/sub task.
 
 use super::RedisEngine;
-use crate::engine::{new_epoch, now_ms, Broker, EngineError, Position, Publication, Published};
+use crate::engine::{new_epoch, Broker, EngineError, Position, Publication, Published};
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomName, User};
 use redis::streams::StreamRangeReply;
@@ -163,25 +163,85 @@ impl Broker for RedisEngine {
         Ok(())
     }
 
-    /// A write, not a PING: a replica (a demoted primary after a failover
-    /// or `REPLICAOF`) answers PING but refuses every publish with
-    /// READONLY, and an instance that cannot write must not report ready.
+    /// A write of every kind the server makes, not a PING: a replica (a
+    /// demoted primary after a failover or `REPLICAOF`) answers PING but
+    /// refuses every publish with READONLY, and an ACL user missing a
+    /// command or key permission answers NOPERM only when that command
+    /// runs. `lua/probe.lua` runs each command the scripts run; the reads
+    /// made outside scripts follow; the pub/sub connection must be up (and
+    /// subscribed to the probe channel). A failure is logged once per
+    /// distinct reason, naming it (Redis's NOPERM names the command).
     async fn reachable(&self) -> Result<(), EngineError> {
-        let key = self.keys.probe(&self.instance);
+        let result = self.probe().await.map_err(name_the_command);
+        let reason = result.as_ref().err().map(|e| e.to_string());
+        let mut last = self.last_probe.lock().expect("probe lock");
+        if *last != reason {
+            match &reason {
+                Some(r) if r.contains(PERMISSION) || r.contains("NOPERM") => tracing::error!(
+                    reason = %r,
+                    "the Redis user lacks a permission the server needs: not ready until it is granted"
+                ),
+                Some(r) => tracing::warn!(reason = %r, "not ready: the store cannot take writes"),
+                None => tracing::info!("ready: the store takes writes again"),
+            }
+            *last = reason;
+        }
+        result
+    }
+}
+
+impl RedisEngine {
+    async fn probe(&self) -> Result<(), EngineError> {
+        if self.id_taken.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(EngineError::Internal(format!(
+                "another live instance uses the instance id {}",
+                self.instance
+            )));
+        }
+        let keys = self.keys.probe(&self.instance);
+        let channel = self.keys.probe_channel(&self.instance);
         self.commands
             .run(|mut conn| {
-                let key = &key;
+                let (keys, channel) = (&keys, &channel);
                 async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(now_ms())
-                        .arg("PX")
-                        .arg(60_000)
+                    let _now: i64 = self
+                        .scripts
+                        .probe
+                        .key(&keys[..])
+                        .arg(channel)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    redis::pipe()
+                        .cmd("XRANGE")
+                        .arg(&keys[2])
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1)
+                        .ignore()
+                        .cmd("XREVRANGE")
+                        .arg(&keys[2])
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .ignore()
+                        .cmd("ZCOUNT")
+                        .arg(&keys[3])
+                        .arg(0)
+                        .arg("+inf")
+                        .ignore()
+                        .cmd("ZRANGEBYSCORE")
+                        .arg(&keys[3])
+                        .arg(0)
+                        .arg("+inf")
+                        .ignore()
                         .query_async::<()>(&mut conn)
                         .await
                 }
             })
-            .await
+            .await?;
+        self.pubsub.connected()
     }
 }
 
@@ -207,4 +267,40 @@ fn parse_entries(
             Ok(publication.into_message(room, offset))
         })
         .collect()
+}
+
+/// How [`name_the_command`] starts its message.
+const PERMISSION: &str = "the Redis user may not run";
+
+/// A probe error that happened inside `lua/probe.lua` names its script line
+/// (`@user_script:<line>`) but, on Redis 7.0, not the command the ACL
+/// refused ("The user executing the script can't run this command"): the
+/// line of the probe script tells which command it was.
+fn name_the_command(e: EngineError) -> EngineError {
+    let EngineError::Unavailable(text) = &e else {
+        return e;
+    };
+    let refused = text.contains("can't run this command")
+        || text.contains("can't access")
+        || text.contains("NOPERM")
+        || text.contains("NoPerm");
+    let line = text.split_once("@user_script:").and_then(|(_, rest)| {
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<usize>()
+            .ok()
+    });
+    let command = line.and_then(|n| {
+        let source = include_str!("lua/probe.lua")
+            .lines()
+            .nth(n.checked_sub(1)?)?;
+        let (_, call) = source.split_once("redis.call('")?;
+        Some(call.split_once('\'')?.0.to_owned())
+    });
+    match (refused, command) {
+        (true, Some(command)) => EngineError::Unavailable(format!(
+            "{PERMISSION} {command} (or reach its keys or channel): {text}"
+        )),
+        _ => e,
+    }
 }

@@ -69,9 +69,24 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
-    /// String: the readiness probe's write of one instance (expires).
-    pub(super) fn probe(&self, instance: &str) -> String {
-        format!("{}:probe:{instance}", self.prefix)
+    /// String: the nonce of the process holding instance id `instance`
+    /// (`lua/instance.lua`), expires one presence TTL after its last renewal.
+    pub(super) fn instance(&self, instance: &str) -> String {
+        format!("{}:instance:{{{instance}}}", self.prefix)
+    }
+
+    /// The readiness probe's keys of one instance, all in the hash tag
+    /// `{probe:<instance>}` (one slot): `[string, hash, stream, zset,
+    /// scratch]`, each of the types the server's scripts write; they expire
+    /// a minute after the last probe.
+    pub(super) fn probe(&self, instance: &str) -> [String; 5] {
+        ["s", "h", "x", "z", "d"].map(|what| format!("{}:{{probe:{instance}}}:{what}", self.prefix))
+    }
+
+    /// Channel the readiness probe publishes on and the pub/sub connection
+    /// keeps subscribed, so the permissions of both are checked.
+    pub(super) fn probe_channel(&self, instance: &str) -> String {
+        format!("{}:{{probe:{instance}}}:ch", self.prefix)
     }
 
     /// The room of a channel name, if it is one of ours.

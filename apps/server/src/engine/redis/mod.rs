@@ -14,7 +14,8 @@
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
 //! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
 //! | `P:rooms` | zset | room → latest presence expiry (for the rooms list) |
-//! | `P:probe:<instance>` | string | the readiness probe's last write (ms), expires after a minute |
+//! | `P:instance:{<id>}` | string | nonce of the process holding instance id `<id>` (`lua/instance.lua`), expires a presence TTL after its last renewal |
+//! | `P:{probe:<instance>}:s\|h\|x\|z\|d`, channel `…:ch` | one of each type | the readiness probe's writes (`lua/probe.lua`), expire a minute after the last probe |
 //!
 //! By role: [`connections`] (the command connection and the pub/sub task,
 //! which counts subscriptions and reconnects), [`broker`] (publishing is one
@@ -36,7 +37,7 @@ use self::keys::Keys;
 use crate::config::RedisConfig;
 use crate::engine::{EngineError, EngineEvent, Publication};
 use protocol::{RoomName, User};
-use redis::{Client, Script};
+use redis::{Client, IntoConnectionInfo, Script};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -54,6 +55,8 @@ struct Scripts {
     presence_sweep: Script,
     members: Script,
     rooms_index: Script,
+    probe: Script,
+    instance: Script,
 }
 
 /// The Redis engine: a [`crate::engine::Broker`] and a
@@ -70,6 +73,14 @@ pub(crate) struct RedisEngine {
     history_cap: usize,
     /// How long a presence entry lives without a refresh.
     presence_ttl: Duration,
+    /// Random per process: what this process writes to claim its
+    /// instance id, so a second process with the same id is told apart.
+    nonce: String,
+    /// Another live process holds this instance's id (not ready).
+    id_taken: std::sync::atomic::AtomicBool,
+    /// Why the last readiness probe failed (`None`: it passed), so each
+    /// change is logged once.
+    last_probe: std::sync::Mutex<Option<String>>,
 }
 
 impl RedisEngine {
@@ -87,14 +98,20 @@ impl RedisEngine {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Arc<RedisEngine>, EngineError> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| EngineError::Internal(format!("invalid Redis URL: {e}")))?
+            .set_tcp_settings(connections::tcp_settings());
         let client = match &config.ca_cert {
-            None => Client::open(config.url.as_str()),
+            None => Client::open(info),
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
                     EngineError::Internal(format!("reading {}: {e}", path.display()))
                 })?;
                 Client::build_with_tls(
-                    config.url.as_str(),
+                    info,
                     redis::TlsCertificates {
                         client_tls: None,
                         root_cert: Some(pem),
@@ -110,7 +127,14 @@ impl RedisEngine {
         }
         let keys = Keys::new(&config.key_prefix);
         Ok(Arc::new(RedisEngine {
-            pubsub: PubSub::start(client.clone(), keys.clone(), events, tracker, stop),
+            pubsub: PubSub::start(
+                client.clone(),
+                keys.clone(),
+                keys.probe_channel(&instance),
+                events,
+                tracker,
+                stop,
+            ),
             commands: Commands::new(client),
             keys,
             scripts: Scripts {
@@ -122,10 +146,15 @@ impl RedisEngine {
                 presence_sweep: Script::new(include_str!("lua/presence_sweep.lua")),
                 members: Script::new(include_str!("lua/members.lua")),
                 rooms_index: Script::new(include_str!("lua/rooms_index.lua")),
+                probe: Script::new(include_str!("lua/probe.lua")),
+                instance: Script::new(include_str!("lua/instance.lua")),
             },
             instance,
             history_cap,
             presence_ttl,
+            last_probe: std::sync::Mutex::new(None),
+            nonce: format!("{:016x}", rand::random::<u64>()),
+            id_taken: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 }

@@ -12,11 +12,34 @@ use crate::engine::{EngineError, LocalPresence, PresenceStore};
 use async_trait::async_trait;
 use protocol::{RoomInfo, RoomName, User};
 use redis::{AsyncCommands, RedisResult, ScriptInvocation};
+use std::sync::atomic::Ordering;
 
 /// Presence entries (or rooms) per pipelined round trip of a refresh.
 const REFRESH_BATCH: usize = 500;
 
 impl RedisEngine {
+    /// `lua/instance.lua` with `op` (`claim` or `release`).
+    async fn instance_script(&self, op: &str) -> Result<bool, EngineError> {
+        let key = self.keys.instance(&self.instance);
+        let held: u8 = self
+            .commands
+            .run(|mut conn| {
+                let key = &key;
+                async move {
+                    self.scripts
+                        .instance
+                        .key(key)
+                        .arg(&self.nonce)
+                        .arg(op)
+                        .arg(self.presence_ttl.as_millis() as u64)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        Ok(held == 1)
+    }
+
     /// Marks `user` present in `room` through this instance for one TTL
     /// (also the refresh), and the room active in the rooms index.
     async fn mark_present(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
@@ -126,6 +149,18 @@ impl PresenceStore for RedisEngine {
     /// of rooms. A failed entry or batch does not stop the others; the
     /// error reports how many failed.
     async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError> {
+        match self.claim_instance().await {
+            Ok(held) => {
+                let was = self.id_taken.swap(!held, Ordering::Relaxed);
+                if !held && !was {
+                    tracing::error!(
+                        instance = %self.instance,
+                        "another live instance uses this instance id: not ready; give every instance its own --instance-id"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "instance claim not renewed"),
+        }
         let entries: Vec<(&RoomName, &User)> = local
             .iter()
             .flat_map(|e| e.users.iter().map(move |u| (&e.room, u)))
@@ -217,5 +252,15 @@ impl PresenceStore for RedisEngine {
             .filter(|(_, members)| *members > 0)
             .map(|(room, members)| RoomInfo { room, members })
             .collect())
+    }
+
+    async fn claim_instance(&self) -> Result<bool, EngineError> {
+        self.instance_script("claim").await
+    }
+
+    async fn release_instance(&self) {
+        if let Err(e) = self.instance_script("release").await {
+            tracing::debug!(error = %e, "instance claim not released; it expires");
+        }
     }
 }

@@ -1,0 +1,31 @@
+-- The readiness probe: every command the server's scripts run, on this
+-- instance's probe keys, so that a replica (READONLY: a demoted primary)
+-- or a user missing a permission (NOPERM, naming the command) fails here,
+-- where it makes the instance not ready, instead of on a member's publish.
+-- KEYS[1] string  KEYS[2] hash  KEYS[3] stream  KEYS[4] zset
+-- KEYS[5] scratch  ARGV[1] channel
+-- Returns the store's clock (ms).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local later = now + 60000
+redis.call('SET', KEYS[1], now, 'PX', 60000)
+redis.call('GET', KEYS[1])
+redis.call('HSETNX', KEYS[2], 'epoch', 'probe')
+redis.call('HSET', KEYS[2], 'offset', 0)
+redis.call('HINCRBY', KEYS[2], 'offset', 1)
+redis.call('HGET', KEYS[2], 'offset')
+redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+redis.call('HVALS', KEYS[2])
+redis.call('HDEL', KEYS[2], 'none')
+redis.call('XADD', KEYS[3], 'MAXLEN', 1, '*', 'm', 'probe')
+redis.call('ZADD', KEYS[4], later, 'probe')
+redis.call('ZSCORE', KEYS[4], 'probe')
+redis.call('ZRANGEBYSCORE', KEYS[4], now, '+inf')
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 1)
+redis.call('ZREM', KEYS[4], 'none')
+redis.call('DEL', KEYS[5])
+redis.call('PEXPIREAT', KEYS[2], later)
+redis.call('PEXPIREAT', KEYS[3], later)
+redis.call('PEXPIREAT', KEYS[4], later)
+redis.call('PUBLISH', ARGV[1], 'probe')
+return now
