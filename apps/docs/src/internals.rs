@@ -35,7 +35,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     (
         "backpressure",
         "Backpressure",
-        "No queue is unbounded: the engine → hub channel holds 8192 events and each connection has an outbox of `--outbox-capacity` frames. The hub never awaits a member: it pushes one shared `Arc` of the encoded frame without waiting, and a full outbox closes that connection with 1013 (counted by `chat_slow_consumer_closes_total`). The client reconnects and recovers by offset, so the policy loses nothing. A write slower than `--write-timeout-ms` drops the client too.",
+        "No queue is unbounded: the engine → hub channel holds `--intake-capacity` events (8192) and each connection has an outbox of `--outbox-capacity` frames. When the hub falls that far behind, the Redis engine's pub/sub task drops what arrives instead of letting the redis crate buffer it without bound, counts it (`chat_intake_dropped_total`), and owes the room an `EngineEvent::Dropped`: its catch-up reads the dropped messages back from the stream, so they are late, not lost (typing and presence notices are not stored: a dropped one is gone). The hub never awaits a member: it pushes one shared `Arc` of the encoded frame without waiting, and a full outbox closes that connection with 1013 (counted by `chat_slow_consumer_closes_total`). The client reconnects and recovers by offset, so the policy loses nothing. A write slower than `--write-timeout-ms` drops the client too.",
     ),
     (
         "memory",

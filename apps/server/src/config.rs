@@ -120,6 +120,14 @@ pub struct Args {
     #[arg(long, env = "OUTBOX_CAPACITY", default_value_t = 1024)]
     pub outbox_capacity: usize,
 
+    /// Engine events (stored messages, presence, typing) queued for this
+    /// instance's hub. When the hub falls this far behind, the Redis
+    /// engine drops what arrives and the rooms concerned catch up from
+    /// their streams (`chat_intake_dropped_total`); the in-process engine
+    /// makes publishers wait instead.
+    #[arg(long, env = "INTAKE_CAPACITY", default_value_t = 8192)]
+    pub intake_capacity: usize,
+
     /// Interval of server pings, in milliseconds.
     #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 15_000)]
     pub ping_interval_ms: u64,
@@ -185,6 +193,7 @@ pub struct Config {
     pub max_conns_per_ip: usize,
     pub trust_proxy_headers: bool,
     pub outbox_capacity: usize,
+    pub intake_capacity: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub hello_timeout: Duration,
@@ -238,6 +247,7 @@ impl Args {
         positive("--max-rooms-per-conn", self.max_rooms_per_conn as u64)?;
         positive("--max-conns-per-ip", self.max_conns_per_ip as u64)?;
         positive("--outbox-capacity", self.outbox_capacity as u64)?;
+        positive("--intake-capacity", self.intake_capacity as u64)?;
         positive("--ping-interval-ms", self.ping_interval_ms)?;
         positive("--presence-ttl-ms", self.presence_ttl_ms)?;
         if self.idle_timeout_ms <= self.ping_interval_ms {
@@ -310,6 +320,7 @@ impl Args {
             max_conns_per_ip: self.max_conns_per_ip,
             trust_proxy_headers: self.trust_proxy_headers,
             outbox_capacity: self.outbox_capacity,
+            intake_capacity: self.intake_capacity,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),

@@ -47,10 +47,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Capacity of the engine → hub event channel. Bounded: a hub that falls
-/// behind slows the engine's producers rather than growing memory.
-const ENGINE_EVENTS: usize = 8192;
-
 /// Serves the chat on `listener` until `shutdown` is cancelled, then closes
 /// every WebSocket with `reconnect` + 1012 and returns within the configured
 /// deadline. Tests call this with a listener on port 0.
@@ -64,7 +60,7 @@ pub async fn run(
     let metrics = metrics::install();
     let tracker = TaskTracker::new();
 
-    let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
+    let (events_tx, events_rx) = mpsc::channel(config.intake_capacity);
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
         None => {
             let engine = Arc::new(MemoryEngine::new(events_tx, config.history_cap));
