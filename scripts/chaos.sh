@@ -9,6 +9,8 @@
 #   recovery   fault injected -> /readyz answers 200 again
 #   acked / delivered / lost / resets / longest wait for one ack
 # and writes the table to bench/chaos.md. Lost must be 0.
+# CHAOS_FAULTS picks faults (default: all), CHAOS_DURATION the seconds of
+# load, CHAOS_KEEP=1 keeps the logs of the instances and Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +29,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${CHAOS_KEEP:-}" ]; then echo "chaos: logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -36,7 +38,8 @@ trap cleanup EXIT INT TERM
 start_redis() {
   mkdir -p "$1"
   redis-server --port "$2" --bind 127.0.0.1 --dir "$1" --save "" --appendonly yes \
-    --appendfsync always --enable-debug-command local --logfile "$1/redis.log" \
+    --appendfsync always --enable-debug-command local --repl-diskless-sync-delay 0 \
+    --logfile "$1/redis.log" \
     </dev/null >/dev/null 2>&1 &
   echo $!
 }
@@ -79,6 +82,9 @@ for fault in $only; do
     r2pid=$(start_redis "$dir/r2" "$r2"); fpids+=("$r2pid")
     wait_redis "$r2"
     redis-cli -p "$r2" replicaof 127.0.0.1 "$r1" >/dev/null
+    # A failover to a replica that never synced is a wiped store, not this
+    # fault: wait for the link.
+    until redis-cli -p "$r2" info replication | grep -q 'master_link_status:up'; do sleep 0.1; done
   fi
   if [ "$fault" = loading ]; then
     # A data set large enough that a restart answers LOADING for a while.

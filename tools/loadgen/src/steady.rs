@@ -88,6 +88,13 @@ struct Seen {
 }
 
 impl Seen {
+    /// A message of a history that replaces the client's view.
+    fn take_again(&mut self, body: &str) {
+        if let Some((sender, seq, _)) = parse_body(body) {
+            self.by_sender.entry(sender).or_default().insert(seq);
+        }
+    }
+
     fn take(&mut self, body: &str) {
         if let Some((sender, seq, _)) = parse_body(body) {
             if !self.by_sender.entry(sender).or_default().insert(seq) {
@@ -134,7 +141,13 @@ async fn receive(urls: Vec<String>, i: usize, room: String, until: Instant) -> S
         }
         let mut last = offset;
         for m in history {
-            seen.take(&m.body);
+            // An unrecovered join replaces what the client held (the room
+            // was reset): what it repeats is not a duplicate delivery.
+            if recovered || since.is_none() {
+                seen.take(&m.body);
+            } else {
+                seen.take_again(&m.body);
+            }
             last = last.max(m.offset);
         }
         while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), ws.next()).await {
