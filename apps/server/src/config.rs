@@ -302,6 +302,13 @@ impl Args {
             .instance_id
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| format!("server-{:016x}", rand::random::<u64>()));
+        if instance_id.contains(['{', '}']) {
+            return Err(ConfigError(
+                "--instance-id may not contain braces: it is a Redis hash tag in the keys of its \
+                 probe and its claim"
+                    .into(),
+            ));
+        }
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
             redis,
@@ -386,6 +393,12 @@ mod tests {
             .expect("memory engine")
             .redis
             .is_none());
+    }
+
+    #[test]
+    fn instance_ids_with_braces_are_refused() {
+        let err = args("", &["--instance-id", "a{b}"]).validate().unwrap_err();
+        assert!(err.to_string().contains("braces"), "{err}");
     }
 
     #[test]

@@ -86,17 +86,11 @@ pub async fn run(
     if config.redis.is_some() {
         claim_instance_id(&*presence, &config.instance_id, config.presence_ttl).await?;
     }
-    // The instance id is free for a successor as soon as this one stops
-    // (a task, not a reference held to the end: the engine must be
-    // dropped with the hub for the hub's event loop to end).
-    tracker.spawn({
-        let presence = presence.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            presence.release_instance().await;
-        }
-    });
+    // Released once every connection is gone (a successor with the same
+    // id must not start while this one's leaves still run). Held for Redis
+    // only: the in-process engine owns the hub's event channel, and a
+    // reference kept to the end would keep the hub's event loop alive.
+    let registry = config.redis.is_some().then(|| presence.clone());
     let hub = Hub::new(
         broker,
         presence,
@@ -179,6 +173,9 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("shutdown deadline passed with connections still open");
+    }
+    if let Some(registry) = registry {
+        registry.release_instance().await;
     }
     tracing::info!("stopped");
     Ok(())

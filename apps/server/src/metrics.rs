@@ -34,8 +34,9 @@ pub const ENGINE_ERRORS: &str = "chat_engine_errors_total";
 pub const GAP_FILLS: &str = "chat_gap_fills_total";
 /// Rooms whose local members were reset (close 1013, re-join with
 /// `recovered: false`) because the room's epoch changed, label `reason`:
-/// `epoch` (another instance or the store announced it), `diverged` (this
-/// instance saw an offset go back: the store lost messages), `trimmed` (a
+/// `epoch` (another instance or the store announced it: also a loss the
+/// publish script found), `diverged` (this instance found the loss on
+/// pub/sub or on catch-up), `trimmed` (a
 /// catch-up found the missing messages already trimmed) (counter).
 pub const ROOM_RESETS: &str = "chat_room_resets_total";
 /// Events dropped at the Redis pub/sub intake because the hub fell behind,
@@ -84,7 +85,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         ROOM_RESETS,
-        "Rooms whose local members were reset (close 1013, re-join with `recovered: false`) because the room's epoch changed, label `reason`: `epoch` (announced by the store or another instance), `diverged` (an offset went back here: the store lost messages), `trimmed` (a catch-up found the missing messages trimmed from the history) (counter).",
+        "Rooms whose local members were reset (close 1013, re-join with `recovered: false`) because the room's epoch changed, label `reason`: `epoch` (announced by the store or another instance, also when the publish script found a loss), `diverged` (this instance found the store's loss on pub/sub or on catch-up), `trimmed` (a catch-up found the missing messages trimmed from the history) (counter).",
     ),
     (
         INTAKE_DROPPED,

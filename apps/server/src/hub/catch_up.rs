@@ -71,10 +71,12 @@ impl Hub {
     /// One round: reads everything after the room's cursor up to the
     /// store's position, then delivers it and the held messages in order.
     /// A store behind what this instance saw in the same epoch (below the
-    /// cursor, or below a message held before the read), or a divergence
-    /// the transport showed, gives the room a new epoch instead.
+    /// cursor, or below a message held before the read), holding another
+    /// message at the cursor's offset than the one delivered there, or a
+    /// divergence the transport showed, gives the room a new epoch instead.
+    /// Nothing read is delivered if the room was reset meanwhile.
     async fn catch_up_round(&self, room: &RoomName) -> Result<Round, EngineError> {
-        let (cursor, diverged, held_max) = {
+        let (cursor, diverged, held_max, resets) = {
             let rooms = self.rooms.lock().expect("hub lock");
             match rooms.get(room) {
                 None => return Ok(Round::Done),
@@ -82,6 +84,7 @@ impl Hub {
                     r.cursor.clone(),
                     r.catching_up.as_ref().is_some_and(|h| h.diverged),
                     r.held_max(),
+                    r.resets,
                 ),
             }
         };
@@ -90,37 +93,49 @@ impl Hub {
             None => Vec::new(),
             Some(cursor) => {
                 if diverged {
-                    self.diverged(room, &cursor.epoch).await?;
+                    self.diverged(room, &cursor.epoch, resets).await?;
                     return Ok(Round::Done);
                 }
                 let pos = self.broker.position(room).await?;
                 if pos.epoch != cursor.epoch {
-                    let mut rooms = self.rooms.lock().expect("hub lock");
-                    if let Some(r) = rooms.get_mut(room) {
-                        r.reset("epoch");
-                    }
+                    self.reset_room(room, resets, "epoch");
                     return Ok(Round::Done);
                 }
                 if pos.offset < cursor.offset.max(held_max) {
-                    self.diverged(room, &cursor.epoch).await?;
+                    self.diverged(room, &cursor.epoch, resets).await?;
                     return Ok(Round::Done);
                 }
-                let read = self.broker.range(room, cursor.offset, pos.offset).await?;
+                // Read from the cursor's own offset when its message is
+                // known, to compare ids.
+                let check = cursor.id.as_ref().filter(|_| cursor.offset > 0);
+                let from = cursor.offset - u64::from(check.is_some());
+                let mut read = self.broker.range(room, from, pos.offset).await?;
+                if let Some(id) = check {
+                    match read.first() {
+                        Some(m) if m.offset == cursor.offset && *m.id != **id => {
+                            self.diverged(room, &cursor.epoch, resets).await?;
+                            return Ok(Round::Done);
+                        }
+                        Some(m) if m.offset == cursor.offset => {
+                            read.remove(0);
+                        }
+                        // Trimmed already: the length check below decides.
+                        _ => {}
+                    }
+                }
                 if read.len() as u64 != pos.offset - cursor.offset {
                     // The history was trimmed past the cursor (the room
                     // outran its retention while this catch-up waited):
                     // what is missing cannot be delivered, so the members
                     // re-join and get `recovered: false`. Never a gap.
-                    let mut rooms = self.rooms.lock().expect("hub lock");
-                    if let Some(r) = rooms.get_mut(room) {
-                        r.reset("trimmed");
-                    }
+                    self.reset_room(room, resets, "trimmed");
                     return Ok(Round::Done);
                 }
                 read.into_iter()
                     .map(|message| Delivery {
                         epoch: pos.epoch.clone(),
                         offset: message.offset,
+                        id: Arc::from(message.id.as_str()),
                         frame: encode(&ServerFrame::Message(message)),
                     })
                     .collect()
@@ -130,27 +145,42 @@ impl Hub {
         let Some(r) = rooms.get_mut(room) else {
             return Ok(Round::Done);
         };
+        if r.resets != resets {
+            // Reset while reading: what was read belongs to the old epoch.
+            return Ok(Round::Done);
+        }
         let before = r.cursor.clone();
         Ok(match r.finish_catch_up(&read) {
             false => Round::Done,
+            // Divergence seen meanwhile: the next round resets at once.
+            true if r.catching_up.as_ref().is_some_and(|h| h.diverged) => Round::Again,
             true if r.cursor == before => Round::Stuck,
             true => Round::Again,
         })
+    }
+
+    /// Resets `room`'s members, unless it was reset since generation
+    /// `resets` (its members may be new and in the new epoch).
+    fn reset_room(&self, room: &RoomName, resets: u64, reason: &'static str) {
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        if let Some(r) = rooms.get_mut(room).filter(|r| r.resets == resets) {
+            r.reset(reason);
+        }
     }
 
     /// The store lost messages of `room` that were delivered here under
     /// `epoch`: the room gets a new epoch in the store (so every instance
     /// agrees; [`crate::engine::Broker::reset_epoch`]) and its local members
     /// are reset, to re-join with `recovered: false`.
-    async fn diverged(&self, room: &RoomName, epoch: &Arc<str>) -> Result<(), EngineError> {
-        tracing::warn!(room = %room, epoch = %epoch, "an offset went back: the store lost messages of the room");
+    async fn diverged(
+        &self,
+        room: &RoomName,
+        epoch: &Arc<str>,
+        resets: u64,
+    ) -> Result<(), EngineError> {
+        tracing::warn!(room = %room, epoch = %epoch, "the store lost messages of the room");
         self.broker.reset_epoch(room, epoch).await?;
-        let mut rooms = self.rooms.lock().expect("hub lock");
-        if let Some(r) = rooms.get_mut(room) {
-            if r.cursor.as_ref().is_none_or(|c| c.epoch == *epoch) {
-                r.reset("diverged");
-            }
-        }
+        self.reset_room(room, resets, "diverged");
         Ok(())
     }
 }

@@ -481,6 +481,7 @@ impl Hub {
         let delivery = Delivery {
             epoch,
             offset,
+            id: Arc::from(message.id.as_str()),
             frame: encode(&ServerFrame::Message(message)),
         };
         let catch_up = {

@@ -21,6 +21,8 @@ pub(super) const HELD_MAX: usize = 1024;
 pub(super) struct Delivery {
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
+    /// The message's id (`m_…`).
+    pub(super) id: Arc<str>,
     pub(super) frame: Utf8Bytes,
 }
 
@@ -30,6 +32,12 @@ pub(super) struct Delivery {
 pub(super) struct Cursor {
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
+    /// The id of the message delivered at `offset` (`None` for a
+    /// provisional cursor): a catch-up compares it with the store's message
+    /// at that offset, so a range the store replaced with other messages
+    /// (history lost, then rewritten by an instance that could not tell)
+    /// is caught even when the offsets look fine.
+    pub(super) id: Option<Arc<str>>,
     pub(super) provisional: bool,
 }
 
@@ -87,6 +95,9 @@ pub(super) struct LocalRoom {
     /// they were stored (one script appends and publishes), so a later one
     /// at or below it in the same epoch means the store lost history.
     pub(super) transport: Option<(Arc<str>, u64)>,
+    /// How many times the room was reset: a catch-up that started before a
+    /// reset delivers nothing of what it read.
+    pub(super) resets: u64,
     /// Some while a catch-up of this room runs: every message of the room
     /// waits here until it is done, so members get them in order.
     pub(super) catching_up: Option<Held>,
@@ -100,6 +111,7 @@ impl LocalRoom {
             users: HashMap::new(),
             cursor: None,
             transport: None,
+            resets: 0,
             catching_up: None,
         }
     }
@@ -127,13 +139,14 @@ impl LocalRoom {
         if self
             .cursor
             .as_ref()
-            .is_some_and(|c| c.epoch == d.epoch && d.offset <= c.offset)
+            .is_some_and(|c| c.epoch != d.epoch || d.offset <= c.offset)
         {
             return;
         }
         self.cursor = Some(Cursor {
             epoch: d.epoch.clone(),
             offset: d.offset,
+            id: Some(d.id.clone()),
             provisional: false,
         });
         let item = Arc::new(Outbound {
@@ -155,6 +168,7 @@ impl LocalRoom {
         self.cursor = None;
         self.transport = None;
         self.catching_up = None;
+        self.resets += 1;
         for member in self.members.values() {
             member.outbox.kick(CloseCode::TryAgainLater);
         }
@@ -169,6 +183,7 @@ impl LocalRoom {
                 self.cursor = Some(Cursor {
                     epoch: epoch.clone(),
                     offset,
+                    id: None,
                     provisional: true,
                 })
             }

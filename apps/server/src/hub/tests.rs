@@ -251,6 +251,7 @@ fn cursor(epoch: &str, offset: u64) -> Cursor {
     Cursor {
         epoch: Arc::from(epoch),
         offset,
+        id: None,
         provisional: false,
     }
 }
@@ -779,4 +780,68 @@ async fn joins_past_the_waiters_bound_are_refused_at_once() {
     assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
     rig.broker.failures.store(0, Ordering::SeqCst);
     assert!(waiting.await.unwrap().is_ok(), "the waiting one joins");
+}
+
+/// Rule: divergence, seen by id — the store lost 6..=8 and another
+/// instance (which could not tell) wrote other messages at 6..=8 while
+/// this one's transport was down: the offsets match the cursor, the
+/// message at the cursor's offset does not. A resync resets the room.
+#[tokio::test]
+async fn a_catch_up_that_finds_another_message_at_the_cursor_starts_a_new_epoch() {
+    let (mut rig, a, lost) = diverged_rig().await;
+    for body in ["x6", "x7", "x8"] {
+        publish_unseen(&rig, body).await;
+    }
+    rig.take_events(); // lost with the transport
+    rig.hub.handle(EngineEvent::Resync);
+    rig.caught_up().await;
+    assert_eq!(drained(&a), (vec![], Some(CloseCode::TryAgainLater)));
+    let pos = rig.broker.inner.position(&room("lobby")).await.unwrap();
+    assert_ne!(pos.epoch, lost);
+}
+
+/// Rule: a catch-up that read the store before its room was reset
+/// delivers nothing of the old epoch to the members who re-joined.
+#[tokio::test]
+async fn a_catch_up_that_ends_after_a_reset_delivers_nothing() {
+    let mut rig = Rig::new();
+    let a = rig.join("lobby", &user("u_a")).await;
+    rig.take_events();
+    rig.publish("lobby", 1).await;
+    rig.pump();
+    drained(&a);
+    rig.slow_down("lobby");
+    rig.publish("lobby", 2).await;
+    rig.take_events(); // lost: the resync's catch-up reads 2 and 3
+    rig.hub.handle(EngineEvent::Resync);
+    tokio::task::yield_now().await;
+    // Meanwhile the room gets a new epoch in the store (another instance
+    // found a divergence): the room is reset, and a member joins in the
+    // new epoch, below the offsets the catch-up read.
+    let old = rig
+        .broker
+        .inner
+        .position(&room("lobby"))
+        .await
+        .unwrap()
+        .epoch;
+    rig.broker
+        .inner
+        .reset_epoch(&room("lobby"), &old)
+        .await
+        .unwrap();
+    rig.pump();
+    assert_eq!(drained(&a).1, Some(CloseCode::TryAgainLater));
+    rig.hub
+        .rooms
+        .lock()
+        .unwrap()
+        .get_mut(&room("lobby"))
+        .unwrap()
+        .members
+        .clear();
+    let b = rig.join("lobby", &user("u_b")).await;
+    rig.speed_up();
+    rig.caught_up().await;
+    assert_eq!(drained(&b).0, Vec::<u64>::new(), "nothing of the old epoch");
 }

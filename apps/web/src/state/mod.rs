@@ -441,7 +441,12 @@ impl ChatState {
     /// refused join, or a notice for the user. A join refused `unavailable`
     /// (the shared store is briefly away) is tried again after a backoff
     /// with jitter ([`backoff_ms`], from the tab's random id, so a burst of
-    /// refused tabs spreads out): returns in how many ms.
+    /// refused tabs spreads out): returns in how many ms. An `unavailable`
+    /// without id may answer a `rooms`, `history` or `typing` frame
+    /// instead; taking the oldest join in flight then only schedules a join
+    /// the server answers `joined` again (harmless, dropped once `joined`
+    /// arrives), and since frames are answered in order, a refused join is
+    /// always the oldest in flight or already scheduled: none is forgotten.
     fn apply_error(
         &mut self,
         code: ErrorCode,
