@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 server=${SERVER_BIN:?SERVER_BIN: path of the release server binary}
 loadgen=${LOADGEN_BIN:?LOADGEN_BIN: path of the release loadgen binary}
-only=${CHAOS_FAULTS:-restart restore failover blackhole loading pubsub-kill}
+only=${CHAOS_FAULTS:-restart restore failover failover-async blackhole loading pubsub-kill}
 duration=${CHAOS_DURATION:-20}
 work=$(mktemp -d)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -77,7 +77,7 @@ for fault in $only; do
   r1=$(free_port)
   r1pid=$(start_redis "$dir/r1" "$r1"); fpids+=("$r1pid")
   wait_redis "$r1"
-  if [ "$fault" = failover ]; then
+  if [ "$fault" = failover ] || [ "$fault" = failover-async ]; then
     r2=$(free_port)
     r2pid=$(start_redis "$dir/r2" "$r2"); fpids+=("$r2pid")
     wait_redis "$r2"
@@ -136,6 +136,17 @@ for fault in $only; do
       rm -rf "$dir/r1"; cp -r "$dir/backup" "$dir/r1"
       r1pid=$(start_redis "$dir/r1" "$r1"); pids+=("$r1pid") ;;
     failover)
+      # Coordinated (Redis's FAILOVER, what a managed service's planned
+      # failover does): writes pause until the replica has everything.
+      redis-cli -p "$r1" failover >/dev/null
+      until redis-cli -p "$r2" info replication | grep -q 'role:master'; do sleep 0.05; done
+      sleep 2
+      echo "$r2" > "$dir/upstream" ;;
+    failover-async)
+      # Uncoordinated (a replica promoted while the old primary still takes
+      # writes, as after a network partition): what the old primary acked
+      # meanwhile is lost by the store, and the rooms it touched get a new
+      # epoch.
       redis-cli -p "$r2" replicaof no one >/dev/null
       redis-cli -p "$r1" replicaof 127.0.0.1 "$r2" >/dev/null
       sleep 2
