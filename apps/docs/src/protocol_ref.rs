@@ -118,10 +118,10 @@ pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
 
 fn client_note(frame: &ClientFrame) -> &'static str {
     match frame {
-        ClientFrame::Hello { .. } => "Must be the first frame. `name`: 1–32 characters after trimming, no control characters. Optional `token` (from an earlier `welcome`) to come back as the same user, on any instance.",
+        ClientFrame::Hello { .. } => "Must be the first frame. `name`: 1–32 characters after trimming, at least one visible, no control or bidirectional control characters (v1.1). Optional `token` (from an earlier `welcome`) to come back as the same user, on any instance.",
         ClientFrame::Join { .. } => "Join a room (`[a-z0-9_-]`, 1–64). Optional `since` recovers every message after that offset of that epoch.",
         ClientFrame::Leave { .. } => "Leave a joined room; answered with `left` (or `not_joined`).",
-        ClientFrame::Send { .. } => "Post a message. `id` is client-chosen (1–64 characters): the same user resending the same `id` in the room is the same message. `body`: 1–4000 characters after trimming.",
+        ClientFrame::Send { .. } => "Post a message. `id` is client-chosen (1–64 characters): the same user resending the same `id` in the room is the same message. `body`: 1–4000 characters after trimming, at least one visible (v1.1: white space, zero-width and other invisible characters alone are blank).",
         ClientFrame::History { .. } => "Scroll back: the newest `limit` messages with offset below `before`, ascending. `limit` defaults to 50, capped at 200.",
         ClientFrame::Typing { .. } => "Ephemeral typing notice, not stored; counts against the rate limit.",
         ClientFrame::Rooms => "List active rooms across all instances.",
@@ -149,7 +149,7 @@ fn server_note(frame: &ServerFrame) -> &'static str {
 fn error_meaning(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::BadFrame => "Malformed JSON, unknown `type`, missing field, invalid body or client id, or a second `hello`. 10 within 10 s close the socket with 1008.",
-        ErrorCode::BadName => "The `hello` name is empty, too long or holds control characters; the socket is closed with 1008.",
+        ErrorCode::BadName => "The `hello` name is empty, blank, too long, holds control or bidirectional control characters, or cannot be read (v1.1); the socket is closed with 1008.",
         ErrorCode::BadRoom => "The room name is not 1–64 characters of `[a-z0-9_-]`.",
         ErrorCode::NotJoined => "The frame names a room this connection has not joined.",
         ErrorCode::TooLarge => "A body longer than the limit.",
@@ -157,6 +157,7 @@ fn error_meaning(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "The shared store is unreachable; the client may retry.",
         ErrorCode::Unauthorized => "A frame before `hello`, or an invalid or expired token; the socket is closed with 1008.",
         ErrorCode::TooManyRooms => "The connection already holds the server's maximum of joined rooms (`--max-rooms-per-conn`); leave one first.",
+        ErrorCode::Unknown => "Never sent: what a client reads a code it does not know as (v1.1), a refusal with a message for humans.",
     }
 }
 

@@ -64,6 +64,27 @@ pub(crate) fn decode_text(text: &str) -> Result<ClientFrame, DecodeError> {
     })
 }
 
+/// Whether a frame serde refused is a `hello` whose `name` is what cannot
+/// be read (a lone surrogate escape such as `"ab\ud83d"`, a number): the
+/// frame parses with the name skipped, not with it read as a string. Such
+/// a hello is answered `bad_name`, not `unauthorized`.
+pub(crate) fn hello_with_bad_name(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Skipped {
+        #[serde(rename = "type")]
+        kind: String,
+        #[allow(dead_code)]
+        name: serde::de::IgnoredAny,
+    }
+    #[derive(serde::Deserialize)]
+    struct Read {
+        #[allow(dead_code)]
+        name: String,
+    }
+    serde_json::from_str::<Skipped>(text).is_ok_and(|p| p.kind == "hello")
+        && serde_json::from_str::<Read>(text).is_err()
+}
+
 /// A human reason for a frame serde refused.
 fn describe(text: &str, err: &serde_json::Error) -> String {
     #[derive(serde::Deserialize)]
@@ -132,6 +153,17 @@ mod tests {
             decode(&big),
             Err(DecodeError::TooLarge(MAX_CLIENT_FRAME_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn a_hello_whose_name_cannot_be_read_is_told_apart() {
+        assert!(hello_with_bad_name(r#"{"type":"hello","name":"ab\ud83d"}"#));
+        assert!(hello_with_bad_name(r#"{"type":"hello","name":"\udc00x"}"#));
+        assert!(hello_with_bad_name(r#"{"type":"hello","name":7}"#));
+        assert!(!hello_with_bad_name(r#"{"type":"hello","name":"ab"}"#));
+        assert!(!hello_with_bad_name(r#"{"type":"hello"}"#));
+        assert!(!hello_with_bad_name(r#"{"type":"join","name":7}"#));
+        assert!(!hello_with_bad_name("not json"));
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub enum ErrorCode {
     /// Extension of v1: the connection already holds the server's maximum
     /// number of joined rooms; leave one first.
     TooManyRooms,
+    /// A code this side does not know (sent by a newer server, v1.1): the
+    /// frame still parses, and a client treats it as a plain refusal with
+    /// a message for humans. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -57,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }

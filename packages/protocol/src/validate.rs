@@ -13,10 +13,14 @@ use thiserror::Error;
 pub enum NameError {
     #[error("name is empty")]
     Empty,
+    #[error("name shows nothing: it has no visible character")]
+    Blank,
     #[error("name is longer than {NAME_MAX_CHARS} characters")]
     TooLong,
     #[error("name contains a control character")]
     ControlChar,
+    #[error("name contains a bidirectional control character (U+{0:04X})")]
+    BidiControl(u32),
 }
 
 /// Why a room name was refused (`bad_room`).
@@ -36,6 +40,8 @@ pub enum RoomError {
 pub enum BodyError {
     #[error("message is empty")]
     Empty,
+    #[error("message shows nothing: it has no visible character")]
+    Blank,
     #[error("message is longer than {BODY_MAX_CHARS} characters")]
     TooLong,
     #[error("message contains a control character other than newline or tab")]
@@ -67,7 +73,7 @@ impl BodyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             BodyError::TooLong => ErrorCode::TooLarge,
-            BodyError::Empty | BodyError::ControlChar => ErrorCode::BadFrame,
+            BodyError::Empty | BodyError::Blank | BodyError::ControlChar => ErrorCode::BadFrame,
         }
     }
 }
@@ -78,12 +84,47 @@ impl ClientIdError {
     }
 }
 
+/// Whether `c` draws nothing: white space (`White_Space`), characters
+/// that are invisible unless a renderer chooses otherwise
+/// (`Default_Ignorable_Code_Point`: zero-width spaces and joiners,
+/// variation selectors, tag characters, the Hangul fillers, …), format
+/// and control characters (general categories `Cf`, `Cc`), and U+2800
+/// BRAILLE PATTERN BLANK, the one symbol whose glyph is defined as empty
+/// (no Unicode property marks it: it is `So`, like every Braille pattern).
+pub fn is_invisible(c: char) -> bool {
+    use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, WhiteSpace};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    c == '\u{2800}'
+        || CodePointSetData::new::<WhiteSpace>().contains(c)
+        || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || matches!(
+            CodePointMapData::<GeneralCategory>::new().get(c),
+            GeneralCategory::Format | GeneralCategory::Control
+        )
+}
+
+/// Whether `s` shows nothing at all ([`is_invisible`] for every character).
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(is_invisible)
+}
+
+/// Whether `c` is a bidirectional control (`Bidi_Control`: the embedding,
+/// override and isolate controls and the directional marks), which would
+/// reorder the text around a name it appears in.
+fn is_bidi_control(c: char) -> bool {
+    use icu_properties::props::BidiControl;
+    icu_properties::CodePointSetData::new::<BidiControl>().contains(c)
+}
+
 /// Checks a length in Unicode scalar values without counting past `max + 1`.
 fn longer_than(s: &str, max: usize) -> bool {
     s.chars().nth(max).is_some()
 }
 
-/// A display name: trimmed, 1–32 scalar values, no control characters (Cc).
+/// A display name: trimmed, 1–32 scalar values, at least one visible
+/// character ([`is_blank`]), no control characters (Cc), no bidirectional
+/// controls (they would turn the text around the name, as U+202E does to
+/// an "is typing" line).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Name(String);
 
@@ -98,6 +139,12 @@ impl Name {
         }
         if name.chars().any(char::is_control) {
             return Err(NameError::ControlChar);
+        }
+        if let Some(c) = name.chars().find(|&c| is_bidi_control(c)) {
+            return Err(NameError::BidiControl(c as u32));
+        }
+        if is_blank(name) {
+            return Err(NameError::Blank);
         }
         Ok(Name(name.to_owned()))
     }
@@ -155,8 +202,10 @@ impl AsRef<str> for RoomName {
     }
 }
 
-/// A message body: trimmed, 1–4000 scalar values, newlines and tabs allowed,
-/// no other control characters.
+/// A message body: trimmed, 1–4000 scalar values, at least one visible
+/// character ([`is_blank`]), newlines and tabs allowed, no other control
+/// characters. Bidirectional controls are allowed (right-to-left text
+/// needs them); clients isolate every body when they show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Body(String);
 
@@ -174,6 +223,9 @@ impl Body {
         }
         if longer_than(body, BODY_MAX_CHARS) {
             return Err(BodyError::TooLong);
+        }
+        if is_blank(body) {
+            return Err(BodyError::Blank);
         }
         Ok(Body(body.to_owned()))
     }

@@ -281,7 +281,7 @@ pub fn MessageBubble(
     let head = (!grouped).then(|| {
         view! {
             <div class="ui-msg-head">
-                <span class="ui-msg-name">{name.clone()}</span>
+                <bdi class="ui-msg-name">{name.clone()}</bdi>
                 <time class="ui-msg-time" title=datetime.clone()>
                     {time.clone()}
                 </time>
@@ -309,7 +309,9 @@ pub fn MessageBubble(
             <div class="ui-msg-gutter">{gutter}</div>
             <div class="ui-msg-main">
                 {head}
-                <p class="ui-msg-body">{body}</p>
+                // Isolated: a right-to-left body (or one holding bidi
+                // controls) orders itself, not the text around it.
+                <p class="ui-msg-body" dir="auto">{body}</p>
                 {status}
                 {children.map(|c| c())}
             </div>

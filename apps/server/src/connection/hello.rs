@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use protocol::{ClientFrame, CloseCode, ErrorCode, Name, ServerFrame, User};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tokio_tungstenite::tungstenite::Message;
 
 impl Connection {
     /// Waits for `hello`, the only frame allowed first, and answers `welcome`.
@@ -40,7 +41,22 @@ impl Connection {
                 Err(DecodeError::TooLarge(_)) => {
                     return Err(End::Close(CloseCode::MessageTooBig, "frame too large"))
                 }
-                Err(DecodeError::BadFrame { .. }) => break None,
+                Err(DecodeError::BadFrame { .. }) => {
+                    // A hello whose name cannot be read: say what is wrong.
+                    if let Message::Text(text) = &msg {
+                        if codec::hello_with_bad_name(text) {
+                            self.count_in("hello");
+                            self.error(
+                                ErrorCode::BadName,
+                                "the name cannot be read: it is not a string of Unicode characters",
+                                None,
+                            )
+                            .await?;
+                            return Err(End::Close(CloseCode::PolicyViolation, "bad name"));
+                        }
+                    }
+                    break None;
+                }
             }
         };
         let Some(ClientFrame::Hello { name, token }) = frame else {

@@ -88,6 +88,25 @@ async fn invalid_sends_are_bad_frames_with_their_id_and_not_stored() {
     assert_eq!(alice.post(ROOM, "first stored").await.offset, 1);
 }
 
+/// v1.1: bodies that show nothing, of any kind (white space, zero-width
+/// and other default-ignorable characters, the blank Braille pattern) are
+/// refused like an empty one, and not stored.
+#[tokio::test]
+async fn bodies_that_show_nothing_are_bad_frames_and_not_stored() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let mut alice = member(&server, "alice").await;
+    for (id, body) in [
+        ("c-braille-blank", "\u{2800}"),
+        ("c-zero-width", "\u{200b}\u{200b}"),
+        ("c-hangul-filler", "\u{3164}"),
+        ("c-word-joiner", " \u{2060}\u{feff} "),
+    ] {
+        alice.submit(ROOM, id, body).await;
+        alice.expect_error(ErrorCode::BadFrame, Some(id)).await;
+    }
+    assert_eq!(alice.post(ROOM, "\u{200b}visible").await.offset, 1);
+}
+
 #[tokio::test]
 async fn bodies_are_trimmed_and_may_hold_newlines_and_tabs() {
     let server = TestServer::start(Config::for_tests()).await;
@@ -309,7 +328,18 @@ async fn expired_token_is_unauthorized_and_closes_with_1008() {
 async fn bad_names_are_refused_and_close_with_1008() {
     let server = TestServer::start(Config::for_tests()).await;
     let too_long = "n".repeat(33);
-    for name in ["", "   ", too_long.as_str(), "al\u{7}ice", "tab\there"] {
+    for name in [
+        "",
+        "   ",
+        too_long.as_str(),
+        "al\u{7}ice",
+        "tab\there",
+        // v1.1: names that show nothing, and bidirectional controls.
+        "\u{200b}",
+        "\u{2800}\u{3164}",
+        "al\u{202e}ice",
+        "\u{2067}bob\u{2069}",
+    ] {
         let mut client = server.connect().await;
         client
             .send(&ClientFrame::Hello {
@@ -319,6 +349,20 @@ async fn bad_names_are_refused_and_close_with_1008() {
             .await;
         client.expect_error(ErrorCode::BadName, None).await;
         assert_eq!(client.expect_close().await, 1008, "name {name:?}");
+    }
+
+    // v1.1: a hello whose name cannot be read (a lone surrogate escape,
+    // not a Unicode string; a number) names the field: `bad_name`, not
+    // `unauthorized`.
+    for hello in [
+        r#"{"type":"hello","name":"ab\ud83d"}"#,
+        r#"{"type":"hello","name":"\udc00"}"#,
+        r#"{"type":"hello","name":42}"#,
+    ] {
+        let mut client = server.connect().await;
+        client.send_text(hello).await;
+        client.expect_error(ErrorCode::BadName, None).await;
+        assert_eq!(client.expect_close().await, 1008, "{hello}");
     }
 
     // The edges that pass: 32 characters (not bytes), surrounding space trimmed.

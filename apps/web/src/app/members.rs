@@ -28,7 +28,7 @@ pub fn MemberList() -> impl IntoView {
                         view! {
                             <li class="web-member" data-user=user.id.clone()>
                                 <Avatar name=user.name.clone() seed=user.id.clone()/>
-                                <span class="web-member-name">{user.name.clone()}</span>
+                                <bdi class="web-member-name">{user.name.clone()}</bdi>
                                 {you.then(|| view! { <span class="web-muted">" (you)"</span> })}
                                 <StatusDot tone=tone/>
                             </li>

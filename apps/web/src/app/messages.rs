@@ -5,7 +5,7 @@
 
 use super::{use_chat, Drawer};
 use crate::platform;
-use crate::state::{ChatState, Row, RowStatus};
+use crate::state::{ChatState, Row, RowStatus, TypingPart};
 use leptos::html::Div;
 use leptos::prelude::*;
 use protocol::ErrorCode;
@@ -333,18 +333,27 @@ fn MessageItem(row: Row) -> impl IntoView {
 #[component]
 pub fn TypingLine() -> impl IntoView {
     let chat = use_chat();
-    let line = Memo::new(move |_| {
+    let parts = Memo::new(move |_| {
         let now = chat.clock.get();
         chat.state.with(|s| {
             s.current
                 .as_ref()
-                .and_then(|c| s.typing_line(c, now))
+                .and_then(|c| s.typing_parts(c, now))
                 .unwrap_or_default()
         })
     });
     view! {
         <p class="web-typing" id="typing">
-            {move || line.get()}
+            {move || {
+                parts
+                    .get()
+                    .into_iter()
+                    .map(|p| match p {
+                        TypingPart::Name(n) => view! { <bdi>{n}</bdi> }.into_any(),
+                        TypingPart::Text(t) => t.into_any(),
+                    })
+                    .collect_view()
+            }}
         </p>
     }
 }

@@ -86,3 +86,21 @@ fn the_composer_says_why_it_cannot_send() {
     assert!(offline.disabled);
     assert!(offline.note.is_some_and(|n| n.starts_with("Offline")));
 }
+
+/// User-supplied text is isolated: a right-to-left or bidi-control name or
+/// body orders itself, not the text around it (`<bdi>`, `dir="auto"`).
+#[test]
+fn names_and_bodies_are_isolated() {
+    let owner = Owner::new();
+    let html = owner.with(|| {
+        view! {
+            <MessageBubble name="עדי" seed="u_1" time="10:00" datetime="10:00" body="שלום abc"/>
+        }
+        .to_html()
+    });
+    assert!(
+        html.contains(r#"<bdi class="ui-msg-name">עדי</bdi>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"dir="auto""#), "{html}");
+}

@@ -36,7 +36,7 @@ mod room;
 mod tests;
 
 pub use conn::{backoff_ms, CloseAction, Conn, BACKOFF_BASE_MS, BACKOFF_MAX_MS};
-pub use read::{groups_with, RoomEntry, Row, RowStatus, GROUP_WINDOW_MS};
+pub use read::{groups_with, RoomEntry, Row, RowStatus, TypingPart, GROUP_WINDOW_MS};
 pub use room::{Pending, Room, SendState};
 
 use protocol::{ChatMessage, ClientFrame, ErrorCode, RoomInfo, RoomName, ServerFrame, User};

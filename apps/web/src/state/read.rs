@@ -113,6 +113,21 @@ impl ChatState {
 
     /// "alice is typing…" for `room` at `now`, if anyone is.
     pub fn typing_line(&self, room: &str, now: i64) -> Option<String> {
+        let parts = self.typing_parts(room, now)?;
+        Some(
+            parts
+                .into_iter()
+                .map(|p| match p {
+                    TypingPart::Name(s) | TypingPart::Text(s) => s,
+                })
+                .collect(),
+        )
+    }
+
+    /// [`ChatState::typing_line`] in parts, so a view isolates each name
+    /// (`<bdi>`): a name in a right-to-left script must not reorder the
+    /// words around it.
+    pub fn typing_parts(&self, room: &str, now: i64) -> Option<Vec<TypingPart>> {
         let r = self.rooms.get(room)?;
         let names: Vec<&str> = r
             .typing
@@ -120,12 +135,21 @@ impl ChatState {
             .filter(|(_, until)| *until > now)
             .map(|(u, _)| u.name.as_str())
             .collect();
+        let name = |n: &str| TypingPart::Name(n.to_owned());
+        let text = |t: &str| TypingPart::Text(t.to_owned());
         match names.as_slice() {
             [] => None,
-            [one] => Some(format!("{one} is typing…")),
-            [a, b] => Some(format!("{a} and {b} are typing…")),
-            [a, b, c] => Some(format!("{a}, {b} and {c} are typing…")),
-            more => Some(format!("{} people are typing…", more.len())),
+            [one] => Some(vec![name(one), text(" is typing…")]),
+            [a, b] => Some(vec![name(a), text(" and "), name(b), text(" are typing…")]),
+            [a, b, c] => Some(vec![
+                name(a),
+                text(", "),
+                name(b),
+                text(" and "),
+                name(c),
+                text(" are typing…"),
+            ]),
+            more => Some(vec![text(&format!("{} people are typing…", more.len()))]),
         }
     }
 
@@ -190,4 +214,12 @@ pub fn groups_with(prev: &Row, row: &Row) -> bool {
         && prev.from.name == row.from.name
         && !matches!(prev.status, RowStatus::Failed { .. })
         && (0..GROUP_WINDOW_MS).contains(&(row.ts - prev.ts))
+}
+
+/// A piece of the "is typing" line: a user's name, to be isolated, or the
+/// words between names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypingPart {
+    Name(String),
+    Text(String),
 }

@@ -607,3 +607,27 @@ fn a_join_refused_unavailable_is_retried_with_backoff_and_jitter() {
     let o1 = refused(&mut other, 0);
     assert_ne!(o1, d1, "jitter comes from the tab's random id");
 }
+
+/// The typing line comes in parts, so that a view isolates every name.
+#[test]
+fn the_typing_line_keeps_names_apart_from_the_words() {
+    let mut s = connected();
+    s.apply(
+        ServerFrame::Typing {
+            room: "general".into(),
+            user: user("עדי"),
+        },
+        1_000,
+    );
+    assert_eq!(
+        s.typing_parts("general", 1_500),
+        Some(vec![
+            TypingPart::Name("עדי".into()),
+            TypingPart::Text(" is typing…".into())
+        ])
+    );
+    assert_eq!(
+        s.typing_line("general", 1_500).as_deref(),
+        Some("עדי is typing…")
+    );
+}

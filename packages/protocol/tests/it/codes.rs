@@ -40,6 +40,25 @@ fn error_codes_serialise_to_their_wire_names_and_back() {
     }
 }
 
+/// v1.1: an error frame with a code this side does not know (a newer
+/// server's) parses, as `Unknown`, with its message and id intact.
+#[test]
+fn an_unknown_error_code_parses_as_unknown() {
+    let frame = ServerFrame::from_json(
+        r#"{"type":"error","code":"costs_too_much","message":"slow down","id":"c-1"}"#,
+    )
+    .expect("an error frame with a new code still parses");
+    match frame {
+        ServerFrame::Error { code, message, id } => {
+            assert_eq!(code, ErrorCode::Unknown);
+            assert_eq!(message, "slow down");
+            assert_eq!(id.as_deref(), Some("c-1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!ErrorCode::ALL.contains(&ErrorCode::Unknown), "never sent");
+}
+
 #[test]
 fn error_code_all_lists_every_code_once() {
     let all: Vec<ErrorCode> = ErrorCode::ALL.to_vec();
@@ -81,14 +100,19 @@ fn every_documented_code_is_known() {
     }
 }
 
+/// v1.1: a code that is not one of the wire spellings (misspelt, or a
+/// newer server's) parses as `Unknown`, never as a known code; a code that
+/// is not a string is refused.
 #[test]
-fn unknown_or_misspelt_error_codes_are_refused() {
+fn unknown_or_misspelt_error_codes_parse_as_unknown() {
     for wire in ["", "BadFrame", "BAD_FRAME", "bad-frame", "badframe", "nope"] {
-        assert!(
-            serde_json::from_value::<ErrorCode>(Value::String(wire.to_owned())).is_err(),
+        assert_eq!(
+            serde_json::from_value::<ErrorCode>(Value::String(wire.to_owned())).expect(wire),
+            ErrorCode::Unknown,
             "{wire:?}"
         );
     }
+    assert!(serde_json::from_value::<ErrorCode>(serde_json::json!(1008)).is_err());
 }
 
 // --- CloseCode -----------------------------------------------------------------

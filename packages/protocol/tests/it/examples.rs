@@ -330,3 +330,33 @@ fn reconnect() {
         },
     );
 }
+
+/// The repository's PROTOCOL.md is the normative text: every JSON example
+/// in it that is complete JSON is one of the examples tested above, word
+/// for word (the rest write `[message…]`, `[user…]` or `"code":"…"`, and
+/// their stand-ins are documented at the top of this file).
+#[test]
+fn every_example_of_protocol_md_is_tested_here() {
+    let spec = include_str!("../../PROTOCOL.md");
+    let tests = include_str!("examples.rs");
+    let mut checked = 0;
+    for span in spec.split('`').skip(1).step_by(2) {
+        if !span.starts_with("{\"type\"") {
+            continue;
+        }
+        if serde_json::from_str::<serde_json::Value>(span).is_err()
+            || span.contains("\"code\":\"…\"")
+        {
+            continue;
+        }
+        assert!(
+            tests.contains(span),
+            "the example {span} of PROTOCOL.md is not tested in examples.rs"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} examples found in PROTOCOL.md"
+    );
+}

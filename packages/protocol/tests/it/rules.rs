@@ -438,3 +438,75 @@ fn errors_have_human_messages() {
     );
     assert!(RoomError::BadChar('.').to_string().contains("'.'"));
 }
+
+// --- Text that shows nothing, and bidi controls (v1.1) ------------------------
+
+/// Bodies and names that draw nothing, whatever the script: white space of
+/// every kind, zero-width and other default-ignorable characters, format
+/// characters, the Hangul fillers, the blank Braille pattern.
+const BLANKS: &[&str] = &[
+    "\u{2800}",
+    "\u{200b}\u{200b}",
+    "\u{200b}",
+    "\u{2060}",
+    "\u{feff}",
+    "\u{3164}",
+    "\u{115f}\u{1160}",
+    "\u{ffa0}",
+    "\u{00ad}",
+    "\u{180e}",
+    "\u{034f}",
+    "\u{fe0f}",
+    "\u{e0020}\u{e0041}",
+    "\u{2028}",
+    "\u{3000}\u{200b}\u{2800}",
+];
+
+#[test]
+fn bodies_that_show_nothing_are_refused() {
+    for blank in BLANKS {
+        let err = Body::parse(blank).expect_err(blank);
+        assert!(
+            matches!(err, BodyError::Blank | BodyError::Empty),
+            "{blank:?}: {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::BadFrame);
+    }
+}
+
+#[test]
+fn names_that_show_nothing_are_refused() {
+    for blank in BLANKS {
+        let err = name_err(blank);
+        assert!(
+            matches!(err, NameError::Blank | NameError::Empty),
+            "{blank:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn one_visible_character_is_enough() {
+    for ok in [
+        "\u{200b}a",
+        "\u{2800}x",
+        "👍",
+        "\u{1f469}\u{200d}\u{1f4bb}",
+        "ـ",
+        "ا",
+    ] {
+        Body::parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        name_ok(ok);
+    }
+}
+
+#[test]
+fn names_with_bidi_controls_are_refused_and_bodies_keep_them() {
+    for c in [
+        '\u{202e}', '\u{202a}', '\u{2066}', '\u{2067}', '\u{2069}', '\u{200f}', '\u{061c}',
+    ] {
+        let raw = format!("ab{c}cd");
+        assert_eq!(name_err(&raw), NameError::BidiControl(c as u32), "{raw:?}");
+        Body::parse(&raw).unwrap_or_else(|e| panic!("body {raw:?}: {e}"));
+    }
+}
