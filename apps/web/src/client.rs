@@ -26,13 +26,18 @@ const KEY_TOKEN: &str = "chat.token";
 const KEY_ROOMS: &str = "chat.rooms";
 const KEY_CURRENT: &str = "chat.current";
 
-/// How often the room list is refreshed and refused sends are retried.
+/// How often the connection is probed (`ping`) and refused sends are
+/// retried.
 const PERIOD: Duration = Duration::from_secs(5);
-/// A connection whose `rooms` request (sent every [`PERIOD`], doubling as a
-/// liveness probe) has gone unanswered this long is taken as dead and
-/// replaced. Measured from the probe, not from the last frame, because a
-/// hidden tab's timers may run only once a minute.
+/// A connection whose `ping` (sent every [`PERIOD`]) has gone unanswered
+/// this long is taken as dead and replaced. Measured from the probe, not
+/// from the last frame, because a hidden tab's timers may run only once a
+/// minute. The probe is `ping`, which costs the server nothing; `rooms`
+/// costs a store read and goes only every [`ROOMS_EVERY`] periods.
 const PROBE_TIMEOUT_MS: f64 = 10_000.0;
+/// The room directory is refreshed every this many periods (30 s), and
+/// after every join and leave.
+const ROOMS_EVERY: u32 = 6;
 
 /// A socket and the closures the browser calls; dropping the closures while
 /// the socket can still call them would throw, so handlers are detached first.
@@ -66,6 +71,8 @@ struct Driver {
     last_rx: f64,
     /// When the last liveness probe was sent on the current socket.
     probe_at: Option<f64>,
+    /// Periods since the room directory was last asked for.
+    since_rooms: u32,
 }
 
 thread_local! {
@@ -110,6 +117,7 @@ pub(crate) fn start(state: RwSignal<ChatState>, clock: RwSignal<i64>) {
             reconnect_timer: None,
             last_rx: now(),
             probe_at: None,
+            since_rooms: 0,
         })
     });
 
@@ -152,19 +160,25 @@ fn periodic() {
         Wait,
         Dead,
     }
-    let probe = DRIVER.with_borrow_mut(|d| {
+    let (probe, rooms) = DRIVER.with_borrow_mut(|d| {
         let Some(d) = d.as_mut() else {
-            return Probe::Wait;
+            return (Probe::Wait, false);
         };
+        d.since_rooms += 1;
+        let rooms = d.since_rooms >= ROOMS_EVERY;
+        if rooms {
+            d.since_rooms = 0;
+        }
         let t = now();
-        match d.probe_at.filter(|&p| d.last_rx < p) {
+        let probe = match d.probe_at.filter(|&p| d.last_rx < p) {
             Some(p) if t - p > PROBE_TIMEOUT_MS => Probe::Dead,
             Some(_) => Probe::Wait,
             None => {
                 d.probe_at = Some(t);
                 Probe::Send
             }
-        }
+        };
+        (probe, rooms)
     });
     let mut frames = match probe {
         Probe::Dead => {
@@ -172,9 +186,12 @@ fn periodic() {
             closed(1006);
             return;
         }
-        Probe::Send => vec![ClientFrame::Rooms],
+        Probe::Send => vec![ClientFrame::Ping],
         Probe::Wait => Vec::new(),
     };
+    if rooms {
+        frames.push(ClientFrame::Rooms);
+    }
     // Untracked: most of the time nothing is retried and nothing must re-render.
     if let Some(resends) = state.try_update_untracked(ChatState::retry_failed) {
         if !resends.is_empty() {

@@ -236,15 +236,25 @@ impl PresenceStore for RedisEngine {
                 let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
                 let now = secs * 1000 + micros / 1000;
                 let names: Vec<String> = conn.zrangebyscore(self.keys.rooms(), now, "+inf").await?;
-                let mut counted = Vec::with_capacity(names.len());
-                for name in names {
-                    let Ok(room) = RoomName::parse(&name) else {
-                        continue;
-                    };
-                    let members: u64 = conn.zcount(self.keys.users(&room), now, "+inf").await?;
-                    counted.push((name, members));
+                let rooms: Vec<RoomName> = names
+                    .iter()
+                    .filter_map(|n| RoomName::parse(n).ok())
+                    .collect();
+                // One round trip for every room's count, not one per room.
+                let mut pipe = redis::pipe();
+                for room in &rooms {
+                    pipe.zcount(self.keys.users(room), now, "+inf");
                 }
-                Ok(counted)
+                let counts: Vec<u64> = if rooms.is_empty() {
+                    Vec::new()
+                } else {
+                    pipe.query_async(&mut conn).await?
+                };
+                Ok(rooms
+                    .into_iter()
+                    .map(RoomName::into_string)
+                    .zip(counts)
+                    .collect())
             })
             .await?;
         Ok(counted
