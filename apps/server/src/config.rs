@@ -73,6 +73,13 @@ pub struct Args {
     #[arg(long, env = "HISTORY_CAP", default_value_t = 1000)]
     pub history_cap: usize,
 
+    /// How long a room is kept with no member and no new message, in
+    /// seconds: then its history, epoch and every key are dropped (Redis
+    /// keys expire, refreshed by activity; the in-process engine forgets
+    /// the room). A later join starts it afresh, in a new epoch.
+    #[arg(long, env = "ROOM_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub room_retention_secs: u64,
+
     /// Messages in `joined.history` without `since`.
     #[arg(long, env = "JOIN_HISTORY", default_value_t = protocol::limits::DEFAULT_JOIN_HISTORY)]
     pub join_history: usize,
@@ -183,6 +190,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub origins: OriginPolicy,
     pub history_cap: usize,
+    pub room_retention: Duration,
     pub join_history: usize,
     pub max_replay: u64,
     pub join_wait: Duration,
@@ -250,6 +258,13 @@ impl Args {
         positive("--intake-capacity", self.intake_capacity as u64)?;
         positive("--ping-interval-ms", self.ping_interval_ms)?;
         positive("--presence-ttl-ms", self.presence_ttl_ms)?;
+        if self.room_retention_secs.saturating_mul(1000) <= self.presence_ttl_ms {
+            return Err(ConfigError(
+                "--room-retention-secs must be longer than --presence-ttl-ms (a room with \
+                 members is kept alive by their presence refresh)"
+                    .into(),
+            ));
+        }
         if self.idle_timeout_ms <= self.ping_interval_ms {
             return Err(ConfigError(
                 "--idle-timeout-ms must be longer than --ping-interval-ms".into(),
@@ -317,6 +332,7 @@ impl Args {
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             origins,
             history_cap: self.history_cap,
+            room_retention: Duration::from_secs(self.room_retention_secs),
             join_history: self.join_history,
             max_replay: self.max_replay,
             join_wait: Duration::from_millis(self.join_wait_ms),

@@ -64,6 +64,7 @@ pub async fn run(
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
         None => {
             let engine = Arc::new(MemoryEngine::new(events_tx, config.history_cap));
+            engine.set_retention(config.room_retention);
             (engine.clone(), engine)
         }
         Some(redis) => {
@@ -73,8 +74,11 @@ pub async fn run(
             let engine = RedisEngine::start(
                 redis,
                 config.instance_id.clone(),
-                config.history_cap,
-                config.presence_ttl,
+                engine::redis::RoomLimits {
+                    history_cap: config.history_cap,
+                    presence_ttl: config.presence_ttl,
+                    retention: config.room_retention,
+                },
                 events_tx,
                 &tracker,
                 shutdown.child_token(),

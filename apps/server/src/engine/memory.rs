@@ -4,7 +4,8 @@
 //! It follows the same contract as the Redis engine: publishes get
 //! contiguous offsets per room and loop back to the hub through the event
 //! channel (there is no "deliver locally" shortcut), history is capped,
-//! (user, client id) pairs are deduplicated for the dedupe window.
+//! (user, client id) pairs are deduplicated for the dedupe window, and a
+//! room with no member and no new message for the retention is forgotten.
 
 use super::{
     new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
@@ -27,6 +28,9 @@ pub(crate) struct MemoryEngine {
     events: mpsc::Sender<EngineEvent>,
     history_cap: usize,
     dedupe_window: Duration,
+    /// How long a room with no member and no new message is kept
+    /// (`--room-retention-secs`); swept on every presence refresh.
+    retention: Mutex<Duration>,
 }
 
 struct MemRoom {
@@ -48,6 +52,8 @@ struct RoomState {
     dedupe_order: VecDeque<(Instant, (String, String))>,
     /// Users present in the room.
     members: HashMap<String, User>,
+    /// The last publish or join.
+    last_active: Instant,
 }
 
 impl MemoryEngine {
@@ -57,7 +63,27 @@ impl MemoryEngine {
             events,
             history_cap: history_cap.max(1),
             dedupe_window: Duration::from_secs(protocol::limits::DEDUPE_WINDOW_SECS),
+            retention: Mutex::new(Duration::from_secs(30 * 24 * 3600)),
         }
+    }
+
+    /// How long a room with no member and no new message is kept (default
+    /// 30 days): after that its history and epoch are forgotten.
+    pub(crate) fn set_retention(&self, retention: Duration) {
+        *self.retention.lock().expect("retention lock") = retention;
+    }
+
+    /// Forgets the rooms with no member whose last publish or join is
+    /// older than the retention. Returns how many.
+    fn sweep(&self) -> usize {
+        let retention = *self.retention.lock().expect("retention lock");
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let before = rooms.len();
+        rooms.retain(|_, r| {
+            let st = r.state.lock().expect("room lock");
+            !st.members.is_empty() || st.last_active.elapsed() < retention
+        });
+        before - rooms.len()
     }
 
     fn room(&self, room: &RoomName) -> Arc<MemRoom> {
@@ -74,6 +100,7 @@ impl MemoryEngine {
                         dedupe: HashMap::new(),
                         dedupe_order: VecDeque::new(),
                         members: HashMap::new(),
+                        last_active: Instant::now(),
                     }),
                 })
             })
@@ -138,6 +165,7 @@ impl Broker for MemoryEngine {
                 })
             } else {
                 st.offset += 1;
+                st.last_active = now;
                 let offset = st.offset;
                 st.dedupe.insert(key.clone(), offset);
                 st.dedupe_order.push_back((now, key));
@@ -261,6 +289,7 @@ impl PresenceStore for MemoryEngine {
         let r = self.room(room);
         let new = {
             let mut st = r.state.lock().expect("room lock");
+            st.last_active = Instant::now();
             st.members.insert(user.id.clone(), user.clone()).is_none()
         };
         if new {
@@ -297,8 +326,13 @@ impl PresenceStore for MemoryEngine {
         Ok(st.members.values().cloned().collect())
     }
 
+    /// Entries here live exactly as long as their connections; the
+    /// refresh only forgets rooms idle past the retention.
     async fn refresh(&self, _local: &[LocalPresence]) -> Result<(), EngineError> {
-        // Entries here live exactly as long as their connections.
+        let forgotten = self.sweep();
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "idle rooms forgotten");
+        }
         Ok(())
     }
 

@@ -86,3 +86,27 @@ async fn an_unrecoverable_since_gets_the_newest_messages() {
         .unwrap();
     assert_eq!((offsets(&r), r.recovered), (vec![8, 9, 10], false));
 }
+
+/// Rooms end: a room with no member and no new message for the retention
+/// is forgotten (history and epoch); one with a member is kept however
+/// long it is quiet; a later join starts a forgotten room afresh.
+#[tokio::test]
+async fn idle_rooms_are_forgotten_after_the_retention() {
+    let (engine, room, epoch, _events) = engine_with(3, 10).await;
+    let kept = RoomName::parse("kept").unwrap();
+    let member = User {
+        id: "u_m".into(),
+        name: "m".into(),
+    };
+    engine.join(&kept, &member).await.unwrap();
+    engine.set_retention(std::time::Duration::from_millis(50));
+    engine.refresh(&[]).await.unwrap();
+    assert_eq!(engine.position(&room).await.unwrap().offset, 3, "not yet");
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    engine.refresh(&[]).await.unwrap();
+    let fresh = engine.position(&room).await.unwrap();
+    assert_eq!(fresh.offset, 0, "history forgotten");
+    assert_ne!(fresh.epoch, epoch, "a new epoch: old offsets mean nothing");
+    let members = engine.members(&kept).await.unwrap();
+    assert_eq!(members.len(), 1, "a room with a member stays");
+}

@@ -499,3 +499,72 @@ async fn an_instance_whose_clock_is_40_s_off_makes_no_presence_flap() {
         assert_eq!(joined.members.len(), 2, "{offset}: {:?}", joined.members);
     }
 }
+
+/// The keys of rooms `fresh-*`, and the rooms index entries naming them.
+async fn fresh_room_keys(redis: &Redis) -> (Vec<String>, Vec<String>) {
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("chat:{fresh-*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let indexed: Vec<String> = redis::cmd("ZRANGE")
+        .arg("chat:rooms")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    (
+        keys,
+        indexed
+            .into_iter()
+            .filter(|r| r.starts_with("fresh-"))
+            .collect(),
+    )
+}
+
+/// Issue 17, input 3: one socket joins and leaves 300 rooms with fresh
+/// names (posting in one). Every key those rooms left in Redis expires, and
+/// once the retention has passed without activity none is left, nor any
+/// entry of the rooms index.
+#[tokio::test]
+async fn rooms_left_idle_leave_nothing_in_redis_after_the_retention() {
+    let redis = Redis::start().await;
+    let args = [
+        FAST,
+        &["--room-retention-secs", "2", "--presence-ttl-ms", "1000"],
+    ]
+    .concat();
+    let a = ServerProc::start("server-a", &redis.url(), &args).await;
+    let mut roamer = login(&a, "roamer").await;
+    for i in 0..300 {
+        let room = format!("fresh-{i}");
+        roamer.join(&room).await;
+        if i == 0 {
+            roamer.post(&room, "hello").await;
+        }
+        roamer.leave(&room).await;
+    }
+    let (keys, _) = fresh_room_keys(&redis).await;
+    assert!(
+        keys.len() >= 300,
+        "a meta hash per room at least: {}",
+        keys.len()
+    );
+    let mut conn = redis.conn().await;
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 2_000, "{key} has PTTL {ttl}");
+    }
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    assert_eq!(
+        fresh_room_keys(&redis).await,
+        (vec![], vec![]),
+        "nothing left"
+    );
+}

@@ -39,10 +39,15 @@ impl Broker for RedisEngine {
                         .arg(self.keys.channel(room))
                         .arg(&*new_epoch())
                         .arg(self.history_cap)
-                        .arg(protocol::limits::DEDUPE_WINDOW_SECS)
+                        // A forgotten room forgets its dedupe keys too.
+                        .arg(
+                            protocol::limits::DEDUPE_WINDOW_SECS
+                                .min(self.retention.as_secs().max(1)),
+                        )
                         .arg(stored)
                         .arg(seen_epoch)
                         .arg(seen_offset)
+                        .arg(self.retention.as_millis() as u64)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -64,6 +69,7 @@ impl Broker for RedisEngine {
                     .key(self.keys.meta(room))
                     .key(self.keys.log(room))
                     .arg(&*new_epoch())
+                    .arg(self.retention.as_millis() as u64)
                     .invoke_async(&mut conn)
                     .await
             })

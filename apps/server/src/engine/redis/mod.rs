@@ -6,8 +6,8 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P:{R}:meta` | hash | `epoch`, `offset` (latest) |
-//! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped |
+//! | `P:{R}:meta` | hash | `epoch`, `offset` (latest); expires after `--room-retention-secs` without activity (a publish, a join, a member's presence refresh) |
+//! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped; expires with `meta` |
 //! | `P:{R}:d:<user>:<client id>` | string | offset of a published (user, client id), expires |
 //! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms, the store's clock: `TIME` in the scripts) |
 //! | `P:{R}:names` | hash | user id → display name |
@@ -59,6 +59,17 @@ struct Scripts {
     instance: Script,
 }
 
+/// What the engine keeps of a room, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomLimits {
+    /// Messages kept per room stream (`XADD MAXLEN`).
+    pub(crate) history_cap: usize,
+    /// How long a presence entry lives without a refresh.
+    pub(crate) presence_ttl: Duration,
+    /// How long a room lives without activity (`--room-retention-secs`).
+    pub(crate) retention: Duration,
+}
+
 /// The Redis engine: a [`crate::engine::Broker`] and a
 /// [`crate::engine::PresenceStore`] on one Redis or Valkey.
 pub(crate) struct RedisEngine {
@@ -73,6 +84,9 @@ pub(crate) struct RedisEngine {
     history_cap: usize,
     /// How long a presence entry lives without a refresh.
     presence_ttl: Duration,
+    /// How long a room's epoch and history live without activity (a
+    /// publish, a join, a presence refresh of a member): their keys expire.
+    retention: Duration,
     /// Random per process: what this process writes to claim its
     /// instance id, so a second process with the same id is told apart.
     nonce: String,
@@ -92,8 +106,7 @@ impl RedisEngine {
     pub(crate) fn start(
         config: &RedisConfig,
         instance: String,
-        history_cap: usize,
-        presence_ttl: Duration,
+        rooms: RoomLimits,
         events: mpsc::Sender<EngineEvent>,
         tracker: &TaskTracker,
         stop: CancellationToken,
@@ -150,8 +163,9 @@ impl RedisEngine {
                 instance: Script::new(include_str!("lua/instance.lua")),
             },
             instance,
-            history_cap,
-            presence_ttl,
+            history_cap: rooms.history_cap,
+            presence_ttl: rooms.presence_ttl,
+            retention: rooms.retention,
             last_probe: std::sync::Mutex::new(None),
             nonce: format!("{:016x}", rand::random::<u64>()),
             id_taken: std::sync::atomic::AtomicBool::new(false),

@@ -61,11 +61,14 @@ impl RedisEngine {
         join.key(self.keys.users(room))
             .key(self.keys.names(room))
             .key(self.keys.user(room, &user.id))
+            .key(self.keys.meta(room))
+            .key(self.keys.log(room))
             .arg(&user.id)
             .arg(&self.instance)
             .arg(self.presence_ttl.as_millis() as u64)
             .arg(&user.name)
-            .arg(self.keys.channel(room));
+            .arg(self.keys.channel(room))
+            .arg(self.retention.as_millis() as u64);
     }
 
     /// `lua/rooms_index.lua touch`: the room is active for one more TTL.

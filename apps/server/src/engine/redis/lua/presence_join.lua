@@ -3,8 +3,10 @@
 -- refresh. Announces the user when it was present nowhere.
 -- KEYS[1] users zset (user id -> latest expiry)  KEYS[2] names hash
 -- KEYS[3] the user's hash (instance -> expiry)
+-- KEYS[4] meta hash  KEYS[5] stream: a room with members stays, so they
+--   live one more retention period
 -- ARGV[1] user id  ARGV[2] instance  ARGV[3] ttl (ms)  ARGV[4] name
--- ARGV[5] channel
+-- ARGV[5] channel  ARGV[6] retention (ms)
 -- Returns 1 when the user was announced.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -19,6 +21,8 @@ local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local present = score and tonumber(score) > now
 redis.call('ZADD', KEYS[1], latest, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
+redis.call('PEXPIRE', KEYS[5], ARGV[6])
 if present then
   return 0
 end

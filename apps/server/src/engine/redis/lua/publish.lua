@@ -6,6 +6,7 @@
 -- ARGV[5] stored message (JSON, without offset)
 -- ARGV[6] epoch and ARGV[7] offset the publishing instance has seen
 --         ('' and 0: none)
+-- ARGV[8] retention (ms): the room's keys live that much longer
 -- Returns {epoch, offset, duplicate (0|1)}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -29,5 +30,7 @@ end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[5])
 redis.call('SET', KEYS[3], offset, 'EX', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ARGV[5])
 return {epoch, offset, 0}
