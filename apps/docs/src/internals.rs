@@ -30,7 +30,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     (
         "presence",
         "Presence expiry",
-        "Presence counts a user once however many tabs or instances they use: the hub keeps per-user local counts and tells the presence store only on 0 ↔ 1 changes. In Redis each room has a sorted set of users scored by expiry on the store's clock (`TIME` inside the scripts, so instances whose clocks disagree still agree) plus a per-user hash of instance → expiry; every `presence_ttl / 3` the hub hands the store the users connected here, which refreshes their entries and sweeps the expired ones of those rooms, so a crashed instance's users leave within `--presence-ttl-ms`.",
+        "Presence counts a user once however many tabs or instances they use: the hub keeps per-user local counts and tells the presence store only on 0 ↔ 1 changes. In Redis each room has a sorted set of users scored by expiry on the store's clock (`TIME` inside the scripts, so instances whose clocks disagree still agree) plus a per-user hash of instance → expiry; every `presence_ttl / 3` the hub hands the store the users connected here, which refreshes their entries and sweeps the expired ones of those rooms, so a crashed instance's users leave within `--presence-ttl-ms`. A user whose last connection in a room closes leaves presence only after `--presence-grace-ms` (5 s), and not at all if they are back by then, on this instance or another (whose join finds them still present): a page reload or a join/leave toggle shows the others nothing.",
     ),
     (
         "backpressure",

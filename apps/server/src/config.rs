@@ -156,6 +156,13 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
     pub shutdown_deadline_ms: u64,
 
+    /// A user whose last connection in a room closes is announced as left
+    /// only after this long, in ms, and not at all if they come back
+    /// meanwhile (a page reload, a reconnect to another instance): no
+    /// left/joined pair for the others. 0: at once.
+    #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
+
     /// Presence entries of an instance expire this long after its last
     /// refresh (Redis engine): how fast a crashed instance's users leave.
     #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 30_000)]
@@ -208,6 +215,7 @@ pub struct Config {
     pub write_timeout: Duration,
     pub shutdown_deadline: Duration,
     pub presence_ttl: Duration,
+    pub presence_grace: Duration,
     pub site_root: PathBuf,
     /// Whether pages carry cargo-leptos's live-reload script.
     pub dev_reload: bool,
@@ -258,6 +266,13 @@ impl Args {
         positive("--intake-capacity", self.intake_capacity as u64)?;
         positive("--ping-interval-ms", self.ping_interval_ms)?;
         positive("--presence-ttl-ms", self.presence_ttl_ms)?;
+        if self.presence_grace_ms >= self.presence_ttl_ms {
+            return Err(ConfigError(
+                "--presence-grace-ms must be shorter than --presence-ttl-ms (the entry a \
+                 leaving user keeps during the grace must not expire first)"
+                    .into(),
+            ));
+        }
         if self.room_retention_secs.saturating_mul(1000) <= self.presence_ttl_ms {
             return Err(ConfigError(
                 "--room-retention-secs must be longer than --presence-ttl-ms (a room with \
@@ -350,6 +365,7 @@ impl Args {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
+            presence_grace: Duration::from_millis(self.presence_grace_ms),
             site_root: self.site_root,
             dev_reload: self.leptos_env.eq_ignore_ascii_case("dev"),
             reload_port: self.reload_port,
@@ -373,6 +389,9 @@ impl Config {
             "",
             "--leptos-env",
             "PROD",
+            // Presence changes at once: the tests of the grace set it.
+            "--presence-grace-ms",
+            "0",
         ])
         .validate()
         .expect("default configuration is valid")

@@ -106,6 +106,7 @@ pub async fn run(
             wait: config.join_wait,
             waiters: config.join_waiters,
         },
+        config.presence_grace,
         tracker.clone(),
         shutdown.clone(),
     );

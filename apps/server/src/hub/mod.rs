@@ -4,8 +4,9 @@
 //! Owns: membership of local connections, one broker subscription per
 //! local membership (the broker counts them), per-user local connection
 //! counts (so presence counts a user once, and is refreshed while the user
-//! is here), and the in-order delivery of each room's messages to local
-//! members. Does not own sockets (the connection task does) or storage
+//! is here; the last connection's leave reaches presence only after the
+//! grace, and not if the user is back), and the in-order delivery of each
+//! room's messages to local members. Does not own sockets (the connection task does) or storage
 //! (the engine does).
 //!
 //! **Delivery rule** (per room, by its cursor: [`room::Step`]): the next
@@ -95,6 +96,9 @@ pub(crate) struct Hub {
     join_wait: Duration,
     /// Permits of joins waiting for the store (`--join-waiters`).
     join_waiters: Semaphore,
+    /// How long a user's leave waits for them to come back
+    /// (`--presence-grace-ms`).
+    presence_grace: Duration,
     /// Permits of catch-ups reading the store ([`catch_up::CONCURRENT`]).
     catch_ups: Semaphore,
     /// Where catch-ups are spawned, so shutdown waits for them.
@@ -111,6 +115,7 @@ impl Hub {
         presence: Arc<dyn PresenceStore>,
         limits: RecoveryLimits,
         waits: JoinWaits,
+        presence_grace: Duration,
         tracker: TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Hub> {
@@ -121,6 +126,7 @@ impl Hub {
             limits,
             join_wait: waits.wait,
             join_waiters: Semaphore::new(waits.waiters),
+            presence_grace,
             catch_ups: Semaphore::new(catch_up::CONCURRENT),
             tracker,
             stop,
@@ -279,8 +285,11 @@ impl Hub {
             left_user
         };
         if let Some(user) = left_user {
-            if let Err(e) = self.presence.leave(room, &user).await {
-                tracing::warn!(room = %room, error = %e, "presence leave failed; it expires instead");
+            if self.presence_grace.is_zero() {
+                self.leave_presence(room, &user).await;
+            } else {
+                self.tracker
+                    .spawn(Hub::leave_after_grace(self.me.clone(), room.clone(), user));
             }
         }
         if subscribed {
@@ -293,6 +302,37 @@ impl Hub {
     /// caught on publish). A publish answered in another epoch than the one
     /// seen starts the room's catch-up, which resets the room if the epoch
     /// indeed changed (its announcement may be lost with the transport).
+    async fn leave_presence(&self, room: &RoomName, user: &User) {
+        if let Err(e) = self.presence.leave(room, user).await {
+            tracing::warn!(room = %room, error = %e, "presence leave failed; it expires instead");
+        }
+    }
+
+    /// The grace of a leaving user: after `--presence-grace-ms` (at once if
+    /// the instance stops), the user leaves presence unless a connection of
+    /// theirs is in the room here again. A user back on another instance
+    /// meanwhile is present there, so the store announces nothing either.
+    async fn leave_after_grace(hub: Weak<Hub>, room: RoomName, user: Arc<User>) {
+        let (grace, stop) = match hub.upgrade() {
+            Some(h) => (h.presence_grace, h.stop.clone()),
+            None => return,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(grace) => {}
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let back = {
+            let rooms = hub.rooms.lock().expect("hub lock");
+            rooms
+                .get(&room)
+                .is_some_and(|r| r.users.contains_key(&user.id))
+        };
+        if !back {
+            hub.leave_presence(&room, &user).await;
+        }
+    }
+
     pub(crate) async fn publish(
         &self,
         room: &RoomName,

@@ -112,6 +112,10 @@ impl Rig {
     }
 
     fn with_waits(waits: JoinWaits) -> Rig {
+        Rig::with(waits, Duration::ZERO)
+    }
+
+    fn with(waits: JoinWaits, grace: Duration) -> Rig {
         let (tx, events) = mpsc::channel(4096);
         let memory = Arc::new(MemoryEngine::new(tx, 10_000));
         let broker = Arc::new(Faulty {
@@ -127,6 +131,7 @@ impl Rig {
             memory,
             LIMITS,
             waits,
+            grace,
             tracker.clone(),
             CancellationToken::new(),
         );
@@ -672,6 +677,7 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
         memory.clone(),
         LIMITS,
         NO_WAIT,
+        Duration::ZERO,
         tracker.clone(),
         CancellationToken::new(),
     );
@@ -844,4 +850,47 @@ async fn a_catch_up_that_ends_after_a_reset_delivers_nothing() {
     rig.speed_up();
     rig.caught_up().await;
     assert_eq!(drained(&b).0, Vec::<u64>::new(), "nothing of the old epoch");
+}
+
+/// Rule: presence grace — a user whose last connection leaves and who comes
+/// back within the grace (a reload, 300 join/leave toggles) changes nothing
+/// for the others; one who stays away is announced as left once, after it.
+#[tokio::test(start_paused = true)]
+async fn a_user_back_within_the_grace_is_never_announced_as_left() {
+    let mut rig = Rig::with(NO_WAIT, Duration::from_secs(5));
+    let observer = rig.join("lobby", &user("u_obs")).await;
+    rig.pump();
+    let toggler = user("u_t");
+    let first = rig.join("lobby", &toggler).await;
+    drop(first);
+    rig.pump();
+    assert_eq!(frames(&observer).len(), 1, "the first join is announced");
+    let mut conn = rig.next_conn - 1;
+    for _ in 0..300 {
+        rig.hub.leave(&room("lobby"), conn).await;
+        rig.join("lobby", &toggler).await;
+        conn = rig.next_conn - 1;
+        rig.pump();
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    rig.caught_up().await;
+    rig.pump();
+    assert_eq!(
+        frames(&observer),
+        Vec::<String>::new(),
+        "300 toggles: nothing"
+    );
+    rig.hub.leave(&room("lobby"), conn).await;
+    rig.pump();
+    assert_eq!(
+        frames(&observer),
+        Vec::<String>::new(),
+        "not yet: within the grace"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    rig.caught_up().await;
+    rig.pump();
+    let seen = frames(&observer);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("\"left\":[{\"id\":\"u_t\""), "{}", seen[0]);
 }

@@ -568,3 +568,39 @@ async fn rooms_left_idle_leave_nothing_in_redis_after_the_retention() {
         "nothing left"
     );
 }
+
+/// Issue 17, inputs 1 and 2, with the default presence grace (5 s): a user
+/// who reloads (the socket closes, the same token reconnects within a
+/// second, to the other instance, and re-joins) and one who toggles
+/// join/leave 300 times change nothing the other members see.
+#[tokio::test]
+async fn reloads_and_toggles_within_the_grace_change_no_presence() {
+    let redis = Redis::start().await;
+    let grace = [FAST, &["--presence-grace-ms", "5000"]].concat();
+    let a = ServerProc::start("server-a", &redis.url(), &grace).await;
+    let b = ServerProc::start("server-b", &redis.url(), &grace).await;
+    let mut bob = login(&b, "bob").await;
+    bob.join("ops").await;
+    let mut alice = login(&a, "alice").await;
+    alice.join("ops").await;
+    saw_join(&mut bob, alice.user()).await;
+    let mut carol = login(&a, "carol").await;
+    carol.join("ops").await;
+    saw_join(&mut bob, carol.user()).await;
+
+    // A reload, onto the other instance.
+    let token = alice.token().to_owned();
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut alice = login_as(&b, "alice", &token).await;
+    alice.join("ops").await;
+    // 300 toggles.
+    for _ in 0..300 {
+        carol.leave("ops").await;
+        carol.join("ops").await;
+    }
+    // Past the grace of every leave: none was announced.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    bob.ping().await;
+    alice.ping().await;
+}

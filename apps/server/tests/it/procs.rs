@@ -403,6 +403,7 @@ impl ServerProc {
                 .args(["--bind", "127.0.0.1", "--port", "0", "--log", "info"])
                 .args(["--instance-id", instance, "--redis-url", redis_url])
                 .args(["--session-secret", "integration-test-secret-0123456789"])
+                .args(["--presence-grace-ms", "0"])
                 .args(args)
                 .env_remove("RUST_LOG")
                 .kill_on_drop(true)
@@ -425,6 +426,10 @@ impl ServerProc {
         redis_url: &str,
         args: &[&str],
     ) -> ServerProc {
+        // Presence changes at once unless a test sets the grace.
+        if !args.contains(&"--presence-grace-ms") {
+            command.args(["--presence-grace-ms", "0"]);
+        }
         let mut child = command
             .args(["--bind", "127.0.0.1", "--port", "0", "--log", "info"])
             .args(["--instance-id", instance, "--redis-url", redis_url])
