@@ -68,7 +68,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <li>{rich_text("Add instances with the same `REDIS_URL`, `REDIS_KEY_PREFIX` and `SESSION_SECRET`, and register them with the load balancer once `/readyz` answers 200.")}</li>
             <li>{rich_text("An instance subscribes to a room's channel only while it has local members there, so pub/sub traffic grows with the rooms each instance actually serves.")}</li>
             <li>{rich_text("Per-connection limits (`--rate-per-sec`, `--max-rooms-per-conn`, `--outbox-capacity`) and the per-IP limit (`--max-conns-per-ip`) apply per instance; see ")}<a href=link(PageId::Configuration)>"configuration"</a>"."</li>
-            <li>{rich_text("Presence of a crashed instance's users expires after `--presence-ttl-ms`.")}</li>
+            <li>{rich_text("Presence of a crashed instance's users expires after `--presence-ttl-ms`. A user who closes their last connection in a room is announced as left only after `--presence-grace-ms` (5 s), and not at all if they come back meanwhile, on any instance: reloads and reconnects do not flicker in the member lists.")}</li>
             <li>{rich_text("Rooms end: a room with no member and no new message for `--room-retention-secs` (default 30 days) is dropped with its history — its Redis keys expire (every publish, join and member's presence refresh pushes the expiry back), the in-process engine forgets it. History retention is therefore at most that long after the last activity, and at most `--history-cap` messages.")}</li>
         </ul>
         <h2 id="redis-cluster">"Redis Cluster"</h2>
