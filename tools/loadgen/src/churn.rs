@@ -3,98 +3,14 @@
 //! recovery by offset promises: every message delivered once, and how long
 //! a replay takes from the reconnect to the `joined` frame.
 
-use crate::{now_us, open, parse_body, percentile, recv, send, send_load, Ws};
+use crate::{now_us, percentile, rejoin, send_load, Seen};
 use anyhow::bail;
 use futures_util::StreamExt;
-use protocol::{ClientFrame, ServerFrame, Since};
-use std::collections::{HashMap, HashSet};
+use protocol::{ServerFrame, Since};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-
-/// What one receiver saw over all its connections.
-#[derive(Default)]
-struct Seen {
-    by_sender: HashMap<u32, HashSet<u64>>,
-    duplicates: u64,
-    replays_us: Vec<u64>,
-    reconnects: u64,
-}
-
-impl Seen {
-    fn take(&mut self, body: &str) -> bool {
-        let Some((sender, seq, _)) = parse_body(body) else {
-            return false;
-        };
-        if !self.by_sender.entry(sender).or_default().insert(seq) {
-            self.duplicates += 1;
-        }
-        true
-    }
-}
-
-/// Connects with `token` and joins with `since`; returns the socket, the
-/// new token and the `joined` position after taking its history.
-async fn connect(
-    url: &str,
-    name: &str,
-    token: Option<String>,
-    room: &str,
-    since: Option<Since>,
-    seen: &mut Seen,
-) -> anyhow::Result<(Ws, String, Since)> {
-    let mut ws = open(url).await?;
-    send(
-        &mut ws,
-        &ClientFrame::Hello {
-            name: name.to_owned(),
-            token,
-        },
-    )
-    .await?;
-    let token = match recv(&mut ws).await? {
-        ServerFrame::Welcome { token, .. } => token,
-        other => bail!("expected welcome, got {other:?}"),
-    };
-    send(
-        &mut ws,
-        &ClientFrame::Join {
-            room: room.to_owned(),
-            since,
-        },
-    )
-    .await?;
-    loop {
-        match recv(&mut ws).await? {
-            ServerFrame::Joined {
-                epoch,
-                offset,
-                history,
-                ..
-            } => {
-                let mut last = offset;
-                for m in history {
-                    seen.take(&m.body);
-                    last = last.max(m.offset);
-                }
-                return Ok((
-                    ws,
-                    token,
-                    Since {
-                        epoch,
-                        offset: last,
-                    },
-                ));
-            }
-            ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => {}
-            ServerFrame::Message(m) => {
-                seen.take(&m.body);
-            }
-            other => bail!("expected joined, got {other:?}"),
-        }
-    }
-}
 
 /// The `churn` mode's settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -152,16 +68,23 @@ pub(crate) async fn run(urls: &[String], args: &ChurnArgs) -> anyhow::Result<ser
                 let started = Instant::now();
                 let url = &urls[attempt % urls.len()];
                 attempt += 1;
-                let (mut ws, t, pos) =
-                    match connect(url, &name, token.clone(), &room, since.clone(), &mut seen).await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            eprintln!("receiver {i}: {e}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                    };
+                let (mut ws, t, pos) = match rejoin(
+                    url,
+                    &name,
+                    token.clone(),
+                    &room,
+                    since.clone(),
+                    &mut seen,
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("receiver {i}: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
                 if since.is_some() {
                     seen.replays_us.push(started.elapsed().as_micros() as u64);
                     seen.reconnects += 1;

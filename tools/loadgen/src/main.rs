@@ -15,8 +15,8 @@
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use protocol::{ClientFrame, ServerFrame};
-use std::collections::HashMap;
+use protocol::{ClientFrame, ServerFrame, Since};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -238,6 +238,116 @@ async fn client(url: &str, name: &str, room: &str) -> anyhow::Result<Ws> {
             other => bail!("expected joined, got {other:?}"),
         }
     }
+}
+
+/// What one receiver saw over all its connections (`churn`, `steady`).
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// Sequence numbers seen, per sender.
+    pub(crate) by_sender: HashMap<u32, HashSet<u64>>,
+    pub(crate) duplicates: u64,
+    /// Reconnect → `joined`, per re-join.
+    pub(crate) replays_us: Vec<u64>,
+    /// Re-joins with `since`, and those answered `recovered: false`.
+    pub(crate) reconnects: u64,
+    pub(crate) resets: u64,
+}
+
+impl Seen {
+    /// Counts a load message; a second sight of it is a duplicate.
+    pub(crate) fn take(&mut self, body: &str) {
+        if let Some((sender, seq, _)) = parse_body(body) {
+            if !self.by_sender.entry(sender).or_default().insert(seq) {
+                self.duplicates += 1;
+            }
+        }
+    }
+
+    /// A message of a history that replaces the client's view (an
+    /// unrecovered join, the room was reset): not a duplicate delivery.
+    fn take_again(&mut self, body: &str) {
+        if let Some((sender, seq, _)) = parse_body(body) {
+            self.by_sender.entry(sender).or_default().insert(seq);
+        }
+    }
+}
+
+/// Connects with `token`, says hello and joins `room` from `since`, as a
+/// reconnecting client does; takes the `joined` history (and messages that
+/// came before it) into `seen`, counting a re-join answered
+/// `recovered: false` as a reset. Returns the socket, the new token and
+/// where the client stands.
+pub(crate) async fn rejoin(
+    url: &str,
+    name: &str,
+    token: Option<String>,
+    room: &str,
+    since: Option<Since>,
+    seen: &mut Seen,
+) -> anyhow::Result<(Ws, String, Since)> {
+    let mut ws = tokio::time::timeout(Duration::from_secs(5), open(url)).await??;
+    send(
+        &mut ws,
+        &ClientFrame::Hello {
+            name: name.to_owned(),
+            token,
+        },
+    )
+    .await?;
+    let token = match recv(&mut ws).await? {
+        ServerFrame::Welcome { token, .. } => token,
+        other => bail!("expected welcome, got {other:?}"),
+    };
+    let rejoining = since.is_some();
+    send(
+        &mut ws,
+        &ClientFrame::Join {
+            room: room.to_owned(),
+            since,
+        },
+    )
+    .await?;
+    let joined = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match recv(&mut ws).await? {
+                joined @ ServerFrame::Joined { .. } => return anyhow::Ok(joined),
+                ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => {}
+                ServerFrame::Message(m) => seen.take(&m.body),
+                other => bail!("expected joined, got {other:?}"),
+            }
+        }
+    })
+    .await??;
+    let ServerFrame::Joined {
+        epoch,
+        offset,
+        history,
+        recovered,
+        ..
+    } = joined
+    else {
+        unreachable!("the loop returns joined only")
+    };
+    if rejoining && !recovered {
+        seen.resets += 1;
+    }
+    let mut last = offset;
+    for m in history {
+        if recovered || !rejoining {
+            seen.take(&m.body);
+        } else {
+            seen.take_again(&m.body);
+        }
+        last = last.max(m.offset);
+    }
+    Ok((
+        ws,
+        token,
+        Since {
+            epoch,
+            offset: last,
+        },
+    ))
 }
 
 /// Sends load messages (`ld <me> <seq> <sent_us>`, client id `<me>-<seq>`)

@@ -8,11 +8,11 @@
 //! lost (acked, yet missing at a receiver of the room), duplicates, resets,
 //! and the longest a sender waited for one ack.
 
-use crate::{now_us, open, parse_body, recv, send, Ws};
+use crate::{now_us, recv, rejoin, send, Seen, Ws};
 use anyhow::bail;
 use futures_util::StreamExt;
 use protocol::{ClientFrame, ServerFrame, Since};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,77 +33,6 @@ pub(crate) struct SteadyArgs {
     pub(crate) duration: u64,
 }
 
-/// Connects with `token`, says hello and joins `room` from `since`;
-/// returns the socket, the token, and the `joined` frame's epoch, offset,
-/// history and `recovered`.
-async fn connect(
-    url: &str,
-    name: &str,
-    token: Option<String>,
-    room: &str,
-    since: Option<Since>,
-) -> anyhow::Result<(Ws, String, ServerFrame)> {
-    let mut ws = tokio::time::timeout(Duration::from_secs(5), open(url)).await??;
-    send(
-        &mut ws,
-        &ClientFrame::Hello {
-            name: name.to_owned(),
-            token,
-        },
-    )
-    .await?;
-    let token = match recv(&mut ws).await? {
-        ServerFrame::Welcome { token, .. } => token,
-        other => bail!("expected welcome, got {other:?}"),
-    };
-    send(
-        &mut ws,
-        &ClientFrame::Join {
-            room: room.to_owned(),
-            since,
-        },
-    )
-    .await?;
-    let answer = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match recv(&mut ws).await? {
-                joined @ ServerFrame::Joined { .. } => return Ok(joined),
-                ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => {}
-                ServerFrame::Message(_) => {}
-                other => bail!("expected joined, got {other:?}"),
-            }
-        }
-    })
-    .await??;
-    Ok((ws, token, answer))
-}
-
-/// What one receiver saw over all its connections.
-#[derive(Default)]
-struct Seen {
-    by_sender: HashMap<u32, HashSet<u64>>,
-    duplicates: u64,
-    resets: u64,
-    reconnects: u64,
-}
-
-impl Seen {
-    /// A message of a history that replaces the client's view.
-    fn take_again(&mut self, body: &str) {
-        if let Some((sender, seq, _)) = parse_body(body) {
-            self.by_sender.entry(sender).or_default().insert(seq);
-        }
-    }
-
-    fn take(&mut self, body: &str) {
-        if let Some((sender, seq, _)) = parse_body(body) {
-            if !self.by_sender.entry(sender).or_default().insert(seq) {
-                self.duplicates += 1;
-            }
-        }
-    }
-}
-
 /// One receiver: connected until `until`, reconnecting after every close.
 async fn receive(urls: Vec<String>, i: usize, room: String, until: Instant) -> Seen {
     let mut seen = Seen::default();
@@ -114,8 +43,8 @@ async fn receive(urls: Vec<String>, i: usize, room: String, until: Instant) -> S
     while Instant::now() < until {
         let url = &urls[attempt % urls.len()];
         attempt += 1;
-        let (mut ws, t, joined) =
-            match connect(url, &name, token.clone(), &room, since.clone()).await {
+        let (mut ws, t, pos) =
+            match rejoin(url, &name, token.clone(), &room, since.clone(), &mut seen).await {
                 Ok(c) => c,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -123,33 +52,10 @@ async fn receive(urls: Vec<String>, i: usize, room: String, until: Instant) -> S
                 }
             };
         token = Some(t);
-        let ServerFrame::Joined {
-            epoch,
-            offset,
-            history,
-            recovered,
-            ..
-        } = joined
-        else {
-            unreachable!("connect returns joined")
-        };
         if since.is_some() {
             seen.reconnects += 1;
-            if !recovered {
-                seen.resets += 1;
-            }
         }
-        let mut last = offset;
-        for m in history {
-            // An unrecovered join replaces what the client held (the room
-            // was reset): what it repeats is not a duplicate delivery.
-            if recovered || since.is_none() {
-                seen.take(&m.body);
-            } else {
-                seen.take_again(&m.body);
-            }
-            last = last.max(m.offset);
-        }
+        let mut last = pos.offset;
         while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), ws.next()).await {
             if let Message::Text(text) = msg {
                 if let Ok(ServerFrame::Message(m)) = ServerFrame::from_json(&text) {
@@ -159,7 +65,7 @@ async fn receive(urls: Vec<String>, i: usize, room: String, until: Instant) -> S
             }
         }
         since = Some(Since {
-            epoch: epoch.clone(),
+            epoch: pos.epoch,
             offset: last,
         });
     }
@@ -193,7 +99,17 @@ async fn sender(urls: Vec<String>, me: u32, room: String, rate: f64, stop_at: In
             if ws.is_none() {
                 let url = &urls[attempt % urls.len()];
                 attempt += 1;
-                match connect(url, &format!("s{me}"), token.clone(), &room, None).await {
+                let mut ignored = Seen::default();
+                match rejoin(
+                    url,
+                    &format!("s{me}"),
+                    token.clone(),
+                    &room,
+                    None,
+                    &mut ignored,
+                )
+                .await
+                {
                     Ok((w, t, _)) => {
                         ws = Some(w);
                         token = Some(t);

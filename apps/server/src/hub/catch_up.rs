@@ -5,7 +5,7 @@
 //! room's catch-up runs, that room's messages wait in it; other rooms are
 //! delivered as they arrive.
 
-use super::room::Delivery;
+use super::room::{id_hash, Delivery};
 use super::Hub;
 use crate::codec::encode;
 use crate::engine::EngineError;
@@ -107,12 +107,12 @@ impl Hub {
                 }
                 // Read from the cursor's own offset when its message is
                 // known, to compare ids.
-                let check = cursor.id.as_ref().filter(|_| cursor.offset > 0);
+                let check = cursor.id.filter(|_| cursor.offset > 0);
                 let from = cursor.offset - u64::from(check.is_some());
                 let mut read = self.broker.range(room, from, pos.offset).await?;
                 if let Some(id) = check {
                     match read.first() {
-                        Some(m) if m.offset == cursor.offset && *m.id != **id => {
+                        Some(m) if m.offset == cursor.offset && id_hash(&m.id) != id => {
                             self.diverged(room, &cursor.epoch, resets).await?;
                             return Ok(Round::Done);
                         }
@@ -135,7 +135,7 @@ impl Hub {
                     .map(|message| Delivery {
                         epoch: pos.epoch.clone(),
                         offset: message.offset,
-                        id: Arc::from(message.id.as_str()),
+                        id: id_hash(&message.id),
                         frame: encode(&ServerFrame::Message(message)),
                     })
                     .collect()

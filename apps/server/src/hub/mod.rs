@@ -521,7 +521,7 @@ impl Hub {
         let delivery = Delivery {
             epoch,
             offset,
-            id: Arc::from(message.id.as_str()),
+            id: room::id_hash(&message.id),
             frame: encode(&ServerFrame::Message(message)),
         };
         let catch_up = {

@@ -21,8 +21,8 @@ pub(super) const HELD_MAX: usize = 1024;
 pub(super) struct Delivery {
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
-    /// The message's id (`m_…`).
-    pub(super) id: Arc<str>,
+    /// [`id_hash`] of the message's id: kept without allocating per message.
+    pub(super) id: u64,
     pub(super) frame: Utf8Bytes,
 }
 
@@ -32,13 +32,20 @@ pub(super) struct Delivery {
 pub(super) struct Cursor {
     pub(super) epoch: Arc<str>,
     pub(super) offset: u64,
-    /// The id of the message delivered at `offset` (`None` for a
+    /// [`id_hash`] of the message delivered at `offset` (`None` for a
     /// provisional cursor): a catch-up compares it with the store's message
     /// at that offset, so a range the store replaced with other messages
     /// (history lost, then rewritten by an instance that could not tell)
     /// is caught even when the offsets look fine.
-    pub(super) id: Option<Arc<str>>,
+    pub(super) id: Option<u64>,
     pub(super) provisional: bool,
+}
+
+/// A message id as the cursor keeps it: a 64-bit hash (two different ids
+/// colliding is a 2^-64 chance, and would only miss a divergence).
+pub(super) fn id_hash(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
 }
 
 /// What the hub does with a stored message of a room, by the room's cursor
@@ -146,7 +153,7 @@ impl LocalRoom {
         self.cursor = Some(Cursor {
             epoch: d.epoch.clone(),
             offset: d.offset,
-            id: Some(d.id.clone()),
+            id: Some(d.id),
             provisional: false,
         });
         let item = Arc::new(Outbound {

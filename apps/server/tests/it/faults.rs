@@ -36,14 +36,42 @@ async fn rejoin(
     (back, joined)
 }
 
-/// A room with Alice on instance A and Bob on instance B, who both got
-/// offsets 1..=8; returns the epoch.
-async fn eight_messages(a: &ServerProc, b: &ServerProc) -> (Client, Client, String) {
+/// Alice on instance `a` and Bob on instance `b`, both in room `ops`,
+/// Alice having seen Bob arrive; returns Alice's `joined` too.
+async fn alice_and_bob(a: &ServerProc, b: &ServerProc) -> (Client, Joined, Client) {
     let mut alice = login(a, "alice").await;
     let joined = alice.join("ops").await;
     let mut bob = login(b, "bob").await;
     bob.join("ops").await;
     saw_join(&mut alice, bob.user()).await;
+    (alice, joined, bob)
+}
+
+/// Alice sends `m<i>` for each offset of `range`, each acked at that offset
+/// (retrying `unavailable`); returns what Bob then receives, which must be
+/// those offsets in order.
+async fn exchange(
+    alice: &mut Client,
+    bob: &mut Client,
+    range: std::ops::RangeInclusive<u64>,
+    body: &str,
+) -> Vec<protocol::ChatMessage> {
+    let want: Vec<u64> = range.collect();
+    for &i in &want {
+        assert_eq!(
+            send_until_acked(alice, "ops", &format!("m{i}"), body).await,
+            i
+        );
+    }
+    let got = messages_within(bob, want.len()).await;
+    assert_eq!(offsets(&got), want);
+    got
+}
+
+/// A room with Alice on instance A and Bob on instance B, who both got
+/// offsets 1..=8; returns the epoch.
+async fn eight_messages(a: &ServerProc, b: &ServerProc) -> (Client, Client, String) {
+    let (mut alice, joined, mut bob) = alice_and_bob(a, b).await;
     for i in 1..=8 {
         alice.submit("ops", &format!("m{i}"), "before").await;
     }
@@ -68,11 +96,7 @@ async fn a_restore_from_an_older_snapshot_resets_the_room_and_loses_no_acked_mes
     let a = ServerProc::start("server-a", &redis.url(), FAST).await;
     let b = ServerProc::start("server-b", &redis.url(), FAST).await;
     wait_ready(&a, 200).await;
-    let mut alice = login(&a, "alice").await;
-    let joined = alice.join("ops").await;
-    let mut bob = login(&b, "bob").await;
-    bob.join("ops").await;
-    saw_join(&mut alice, bob.user()).await;
+    let (mut alice, joined, mut bob) = alice_and_bob(&a, &b).await;
     for i in 1..=5 {
         alice.submit("ops", &format!("m{i}"), "before").await;
     }
@@ -320,18 +344,8 @@ async fn a_demoted_primary_is_left_for_the_new_one_behind_the_same_name() {
     let b = ServerProc::start("server-b", &url, FAST).await;
     wait_ready(&a, 200).await;
     wait_ready(&b, 200).await;
-    let mut alice = login(&a, "alice").await;
-    alice.join("ops").await;
-    let mut bob = login(&b, "bob").await;
-    bob.join("ops").await;
-    saw_join(&mut alice, bob.user()).await;
-    for i in 1..=3 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "before").await,
-            i
-        );
-    }
-    assert_eq!(offsets(&messages_within(&mut bob, 3).await), vec![1, 2, 3]);
+    let (mut alice, _, mut bob) = alice_and_bob(&a, &b).await;
+    exchange(&mut alice, &mut bob, 1..=3, "before").await;
 
     // The failover: R2 promoted, R1 demoted; the name still leads to R1.
     redis_cmd(&r2, &["REPLICAOF", "NO", "ONE"]).await;
@@ -345,20 +359,9 @@ async fn a_demoted_primary_is_left_for_the_new_one_behind_the_same_name() {
     wait_ready(&a, 200).await;
     wait_ready(&b, 200).await;
     eprintln!("ready again {:?} after the name moved", moved.elapsed());
-    for i in 4..=6 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "after").await,
-            i
-        );
-    }
-    let got = messages_within(&mut bob, 3).await;
-    assert_eq!(offsets(&got), vec![4, 5, 6]);
-    assert_eq!(send_until_acked(&mut alice, "ops", "m7", "last").await, 7);
-    assert_eq!(
-        offsets(&messages_within(&mut bob, 1).await),
-        vec![7],
-        "once each"
-    );
+    exchange(&mut alice, &mut bob, 4..=6, "after").await;
+    // Once each: the next message Bob gets is the next one sent.
+    exchange(&mut alice, &mut bob, 7..=7, "last").await;
 }
 
 /// Issue 19, input 2, ACL: a Redis user without a command the server's
@@ -428,18 +431,8 @@ async fn silently_dropped_redis_connections_are_replaced() {
     let b = ServerProc::start("server-b", &url, FAST).await;
     wait_ready(&a, 200).await;
     wait_ready(&b, 200).await;
-    let mut alice = login(&a, "alice").await;
-    alice.join("ops").await;
-    let mut bob = login(&b, "bob").await;
-    bob.join("ops").await;
-    saw_join(&mut alice, bob.user()).await;
-    for i in 1..=3 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "before").await,
-            i
-        );
-    }
-    assert_eq!(offsets(&messages_within(&mut bob, 3).await), vec![1, 2, 3]);
+    let (mut alice, _, mut bob) = alice_and_bob(&a, &b).await;
+    exchange(&mut alice, &mut bob, 1..=3, "before").await;
     let (with, all) = keepalive_sockets(proxy.port);
     assert!(all >= 4, "two command and two pub/sub connections: {all}");
     assert_eq!(with, all, "every Redis socket has TCP keepalive");
@@ -456,12 +449,8 @@ async fn silently_dropped_redis_connections_are_replaced() {
     let got = messages_within(&mut bob, 3).await;
     eprintln!("bob had them {:?} after the drop", dropped.elapsed());
     assert_eq!(offsets(&got), vec![4, 5, 6]);
-    assert_eq!(send_until_acked(&mut alice, "ops", "m7", "last").await, 7);
-    assert_eq!(
-        offsets(&messages_within(&mut bob, 1).await),
-        vec![7],
-        "once each"
-    );
+    // Once each: the next message Bob gets is the next one sent.
+    exchange(&mut alice, &mut bob, 7..=7, "last").await;
     wait_ready(&a, 200).await;
 }
 
@@ -491,13 +480,7 @@ async fn the_engine_works_on_redis_5_0() {
         joined.members
     );
     saw_join(&mut alice, bob.user()).await;
-    for i in 1..=3 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "hi").await,
-            i
-        );
-    }
-    assert_eq!(offsets(&messages_within(&mut bob, 3).await), vec![1, 2, 3]);
+    exchange(&mut alice, &mut bob, 1..=3, "hi").await;
     bob.send(&protocol::ClientFrame::History {
         room: "ops".into(),
         before: None,
