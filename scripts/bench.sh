@@ -3,8 +3,9 @@
 # ports, runs the standard suite of the load generator against them, prints
 # the figures, and writes bench/results.json (rendered by the docs'
 # benchmarks page) and bench/results.svg. The instances
-# run with the per-connection rate limit raised (the protocol default is
-# 20/s), because synthetic senders may go faster than a person.
+# run with the rate limits raised (per connection, per user, per address:
+# the protocol default is 20 units/s per connection), because synthetic
+# senders go faster than a person and all come from one address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,8 @@ for name in bench-a bench-b; do
   "$server" --bind 127.0.0.1 --port "$port" --instance-id "$name" \
     --redis-url "redis://127.0.0.1:$redis_port" --session-secret bench-secret-0123456789 \
     --rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000 \
+    --user-rate-per-sec 100000 --user-rate-burst 100000 \
+    --address-rate-per-sec 1000000 --address-rate-burst 1000000 \
     --log warn &
   pid=$!
   pids+=($pid); server_pids+=($pid)

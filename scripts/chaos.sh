@@ -104,6 +104,7 @@ for fault in $only; do
     "$server" --bind 127.0.0.1 --port "$port" --instance-id "$name-$fault" \
       --redis-url "redis://127.0.0.1:$proxy" --session-secret chaos-secret-0123456789 \
       --rate-per-sec 1000 --rate-burst 1000 --max-conns-per-ip 100000 \
+      --address-rate-per-sec 1000000 --address-rate-burst 1000000 \
       --log warn 2>"$dir/$name.log" >&2 &
     fpids+=($!)
     urls+=("ws://127.0.0.1:$port/ws")

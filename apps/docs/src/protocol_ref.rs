@@ -59,7 +59,10 @@ pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
             limit: Some(50),
         },
         ClientFrame::Typing { room: room() },
-        ClientFrame::Rooms,
+        ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        },
         ClientFrame::Ping,
     ];
     let server = vec![
@@ -102,6 +105,7 @@ pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
                 room: room(),
                 members: 12,
             }],
+            next: None,
         },
         ServerFrame::Pong,
         ServerFrame::error(
@@ -123,8 +127,8 @@ fn client_note(frame: &ClientFrame) -> &'static str {
         ClientFrame::Leave { .. } => "Leave a joined room; answered with `left` (or `not_joined`).",
         ClientFrame::Send { .. } => "Post a message. `id` is client-chosen (1–64 characters): the same user resending the same `id` in the room is the same message. `body`: 1–4000 characters after trimming, at least one visible (v1.1: white space, zero-width and other invisible characters alone are blank).",
         ClientFrame::History { .. } => "Scroll back: the newest `limit` messages with offset below `before`, ascending. `limit` defaults to 50, capped at 200.",
-        ClientFrame::Typing { .. } => "Ephemeral typing notice, not stored; counts against the rate limit.",
-        ClientFrame::Rooms => "List active rooms across all instances.",
+        ClientFrame::Typing { .. } => "Ephemeral typing notice, not stored; costs one unit like every frame.",
+        ClientFrame::Rooms { .. } => "List active rooms across all instances, the busiest first, a page at a time (v1.1: optional `limit`, at most 100, and `cursor`, the `next` of the previous page).",
         ClientFrame::Ping => "Application-level ping; answered with `pong`.",
     }
 }
@@ -235,12 +239,52 @@ fn limits() -> Vec<(&'static str, String, &'static str)> {
         (
             "DEFAULT_RATE_PER_SEC",
             l::DEFAULT_RATE_PER_SEC.to_string(),
-            "Default `send` + `typing` frames per second per connection.",
+            "Default refill of each connection's token bucket, in cost units per second (v1.1: every frame after `hello` costs units).",
         ),
         (
             "DEFAULT_RATE_BURST",
             l::DEFAULT_RATE_BURST.to_string(),
-            "Default burst of the per-connection token bucket.",
+            "Default burst of the per-connection token bucket, in units.",
+        ),
+        (
+            "DEFAULT_USER_RATE_PER_SEC",
+            l::DEFAULT_USER_RATE_PER_SEC.to_string(),
+            "Default refill of each user's bucket (all of the user's connections on one instance), units per second.",
+        ),
+        (
+            "DEFAULT_USER_RATE_BURST",
+            l::DEFAULT_USER_RATE_BURST.to_string(),
+            "Default burst of each user's bucket.",
+        ),
+        (
+            "DEFAULT_ADDRESS_RATE_PER_SEC",
+            l::DEFAULT_ADDRESS_RATE_PER_SEC.to_string(),
+            "Default refill of each address's bucket (an IPv4 address or an IPv6 /64, on one instance), units per second.",
+        ),
+        (
+            "DEFAULT_ADDRESS_RATE_BURST",
+            l::DEFAULT_ADDRESS_RATE_BURST.to_string(),
+            "Default burst of each address's bucket.",
+        ),
+        (
+            "DEFAULT_FRAME_COSTS",
+            l::DEFAULT_FRAME_COSTS.to_owned(),
+            "Default units of each frame (`--frame-costs`).",
+        ),
+        (
+            "DEFAULT_REPLY_BYTES_PER_UNIT",
+            l::DEFAULT_REPLY_BYTES_PER_UNIT.to_string(),
+            "A `joined` or `history` reply costs one unit more per this many bytes, charged after it is sent.",
+        ),
+        (
+            "DEFAULT_MAX_REPLY_BYTES",
+            l::DEFAULT_MAX_REPLY_BYTES.to_string(),
+            "Default bound of a `joined` or `history` reply, in bytes: the newest messages that fit, at least one.",
+        ),
+        (
+            "ROOMS_PAGE_MAX",
+            l::ROOMS_PAGE_MAX.to_string(),
+            "Largest page of a `rooms` reply, also the default `limit`.",
         ),
         (
             "BAD_FRAME_LIMIT",

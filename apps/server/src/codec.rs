@@ -13,6 +13,24 @@ pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_json())
 }
 
+/// Bytes of `value`'s JSON, counted without building it (the byte bound
+/// of replies weighs each message this way).
+pub(crate) fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("protocol types serialise");
+    count.0
+}
+
 /// What one incoming WebSocket message is.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {

@@ -2,6 +2,7 @@
 //! `main` (clap), validated into [`Config`] and passed down. No other module
 //! reads the environment.
 
+use crate::cost::{FrameCosts, Rate};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,13 +102,49 @@ pub struct Args {
     #[arg(long, env = "JOIN_WAITERS", default_value_t = 10_000)]
     pub join_waiters: usize,
 
-    /// `send` + `typing` frames per second per connection (token bucket rate).
+    /// Refill of each connection's token bucket, in cost units per second
+    /// (every client frame after `hello` costs units: `--frame-costs`).
     #[arg(long, env = "RATE_PER_SEC", default_value_t = protocol::limits::DEFAULT_RATE_PER_SEC)]
     pub rate_per_sec: u32,
 
-    /// Token bucket burst per connection.
+    /// Units a connection's bucket holds when full (its burst).
     #[arg(long, env = "RATE_BURST", default_value_t = protocol::limits::DEFAULT_RATE_BURST)]
     pub rate_burst: u32,
+
+    /// Refill of each user's bucket (all of the user's connections on this
+    /// instance), in units per second.
+    #[arg(long, env = "USER_RATE_PER_SEC", default_value_t = protocol::limits::DEFAULT_USER_RATE_PER_SEC)]
+    pub user_rate_per_sec: u32,
+
+    /// Units a user's bucket holds when full.
+    #[arg(long, env = "USER_RATE_BURST", default_value_t = protocol::limits::DEFAULT_USER_RATE_BURST)]
+    pub user_rate_burst: u32,
+
+    /// Refill of each client address's bucket (an IPv4 address or an IPv6
+    /// /64: every connection from it to this instance), in units per second.
+    #[arg(long, env = "ADDRESS_RATE_PER_SEC", default_value_t = protocol::limits::DEFAULT_ADDRESS_RATE_PER_SEC)]
+    pub address_rate_per_sec: u32,
+
+    /// Units an address's bucket holds when full.
+    #[arg(long, env = "ADDRESS_RATE_BURST", default_value_t = protocol::limits::DEFAULT_ADDRESS_RATE_BURST)]
+    pub address_rate_burst: u32,
+
+    /// Cost of each client frame in units, as `type=units` pairs over the
+    /// defaults (`ping=1,typing=1,send=1,leave=1,join=2,history=2,rooms=5`).
+    #[arg(long, env = "FRAME_COSTS", default_value = "")]
+    pub frame_costs: String,
+
+    /// A `joined` or `history` reply costs one unit more per this many
+    /// bytes it carries, charged after it is sent (a large replay puts the
+    /// buckets into debt).
+    #[arg(long, env = "REPLY_BYTES_PER_UNIT", default_value_t = protocol::limits::DEFAULT_REPLY_BYTES_PER_UNIT)]
+    pub reply_bytes_per_unit: usize,
+
+    /// Bound of a `joined` or `history` reply, in bytes: the newest
+    /// messages that fit are sent (always at least one), the client
+    /// scrolls back for the rest; a cut `joined` says `recovered: false`.
+    #[arg(long, env = "MAX_REPLY_BYTES", default_value_t = protocol::limits::DEFAULT_MAX_REPLY_BYTES)]
+    pub max_reply_bytes: usize,
 
     /// Rooms one connection may be joined to at once.
     #[arg(long, env = "MAX_ROOMS_PER_CONN", default_value_t = 100)]
@@ -163,6 +200,12 @@ pub struct Args {
     #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
 
+    /// Presence changes of a room are gathered for this long, in ms, then
+    /// go out as one `presence` frame with every join and leave (each user
+    /// once, in their latest state). 0: a frame per change.
+    #[arg(long, env = "PRESENCE_WINDOW_MS", default_value_t = 200)]
+    pub presence_window_ms: u64,
+
     /// Presence entries of an instance expire this long after its last
     /// refresh (Redis engine): how fast a crashed instance's users leave.
     #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 30_000)]
@@ -202,8 +245,15 @@ pub struct Config {
     pub max_replay: u64,
     pub join_wait: Duration,
     pub join_waiters: usize,
-    pub rate_per_sec: u32,
-    pub rate_burst: u32,
+    /// What each frame costs (`--frame-costs`, `--reply-bytes-per-unit`).
+    pub frame_costs: FrameCosts,
+    /// Each connection's bucket.
+    pub connection_rate: Rate,
+    /// Each user's bucket (per instance).
+    pub user_rate: Rate,
+    /// Each client address's bucket (per instance).
+    pub address_rate: Rate,
+    pub max_reply_bytes: usize,
     pub max_rooms_per_conn: usize,
     pub max_conns_per_ip: usize,
     pub trust_proxy_headers: bool,
@@ -216,6 +266,7 @@ pub struct Config {
     pub shutdown_deadline: Duration,
     pub presence_ttl: Duration,
     pub presence_grace: Duration,
+    pub presence_window: Duration,
     pub site_root: PathBuf,
     /// Whether pages carry cargo-leptos's live-reload script.
     pub dev_reload: bool,
@@ -260,6 +311,33 @@ impl Args {
         positive("--history-cap", self.history_cap as u64)?;
         positive("--rate-per-sec", u64::from(self.rate_per_sec))?;
         positive("--rate-burst", u64::from(self.rate_burst))?;
+        positive("--user-rate-per-sec", u64::from(self.user_rate_per_sec))?;
+        positive("--user-rate-burst", u64::from(self.user_rate_burst))?;
+        positive(
+            "--address-rate-per-sec",
+            u64::from(self.address_rate_per_sec),
+        )?;
+        positive("--address-rate-burst", u64::from(self.address_rate_burst))?;
+        positive("--reply-bytes-per-unit", self.reply_bytes_per_unit as u64)?;
+        positive("--max-reply-bytes", self.max_reply_bytes as u64)?;
+        let frame_costs = FrameCosts::parse(&self.frame_costs, self.reply_bytes_per_unit)
+            .map_err(|e| ConfigError(format!("--frame-costs: {e}")))?;
+        let burst = |flag: &str, burst: u32| {
+            let most = frame_costs
+                .join
+                .max(frame_costs.rooms)
+                .max(frame_costs.history);
+            if burst < most {
+                Err(ConfigError(format!(
+                    "{flag} ({burst}) is below the cost of one frame ({most}): no such frame could ever be sent"
+                )))
+            } else {
+                Ok(burst)
+            }
+        };
+        burst("--rate-burst", self.rate_burst)?;
+        burst("--user-rate-burst", self.user_rate_burst)?;
+        burst("--address-rate-burst", self.address_rate_burst)?;
         positive("--max-rooms-per-conn", self.max_rooms_per_conn as u64)?;
         positive("--max-conns-per-ip", self.max_conns_per_ip as u64)?;
         positive("--outbox-capacity", self.outbox_capacity as u64)?;
@@ -352,8 +430,20 @@ impl Args {
             max_replay: self.max_replay,
             join_wait: Duration::from_millis(self.join_wait_ms),
             join_waiters: self.join_waiters,
-            rate_per_sec: self.rate_per_sec,
-            rate_burst: self.rate_burst.max(1),
+            connection_rate: Rate {
+                per_sec: self.rate_per_sec,
+                burst: self.rate_burst,
+            },
+            user_rate: Rate {
+                per_sec: self.user_rate_per_sec,
+                burst: self.user_rate_burst,
+            },
+            address_rate: Rate {
+                per_sec: self.address_rate_per_sec,
+                burst: self.address_rate_burst,
+            },
+            frame_costs,
+            max_reply_bytes: self.max_reply_bytes,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_conns_per_ip: self.max_conns_per_ip,
             trust_proxy_headers: self.trust_proxy_headers,
@@ -366,6 +456,7 @@ impl Args {
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
+            presence_window: Duration::from_millis(self.presence_window_ms),
             site_root: self.site_root,
             dev_reload: self.leptos_env.eq_ignore_ascii_case("dev"),
             reload_port: self.reload_port,
@@ -428,6 +519,26 @@ mod tests {
             .expect("memory engine")
             .redis
             .is_none());
+    }
+
+    #[test]
+    fn frame_costs_and_buckets_that_could_never_admit_a_frame_are_refused() {
+        let err = args("", &["--frame-costs", "hello=1"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--frame-costs"), "{err}");
+        let err = args("", &["--frame-costs", "rooms=50"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--rate-burst (40)"), "{err}");
+        let err = args("", &["--user-rate-burst", "1"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--user-rate-burst"), "{err}");
+        let ok = args("", &["--frame-costs", "rooms=10,ping=0"])
+            .validate()
+            .unwrap();
+        assert_eq!((ok.frame_costs.rooms, ok.frame_costs.ping), (10, 0));
     }
 
     #[test]

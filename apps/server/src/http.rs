@@ -7,6 +7,7 @@
 
 use crate::config::{Args, Config, OriginPolicy};
 use crate::connection::{self, ConnContext};
+use crate::cost::AddressKey;
 use crate::metrics as m;
 use crate::ws;
 use axum::extract::{ConnectInfo, FromRef, Path, State};
@@ -161,10 +162,20 @@ async fn ws_upgrade(
         )
             .into_response();
     };
+    if let Err(refusal) = state.conn.costs.connect(AddressKey::of(ip)) {
+        metrics::counter!(m::UPGRADES_REFUSED, "reason" => "connect_rate").increment(1);
+        let retry = refusal.wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry)],
+            format!("too many new connections from {ip}; retry later"),
+        )
+            .into_response();
+    }
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let ctx = state.conn.clone();
     upgrade.on_upgrade(&state.tracker, move |socket| async move {
-        connection::serve(socket, ctx, id).await;
+        connection::serve(socket, ctx, id, ip).await;
         drop(slot);
     })
 }

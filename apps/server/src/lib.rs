@@ -21,6 +21,7 @@
 mod codec;
 pub mod config;
 mod connection;
+pub mod cost;
 mod engine;
 mod http;
 mod hub;
@@ -106,7 +107,10 @@ pub async fn run(
             wait: config.join_wait,
             waiters: config.join_waiters,
         },
-        config.presence_grace,
+        hub::PresenceTiming {
+            grace: config.presence_grace,
+            window: config.presence_window,
+        },
         tracker.clone(),
         shutdown.clone(),
     );
@@ -132,6 +136,12 @@ pub async fn run(
         hub,
         sessions: Sessions::new(&secret, config.token_ttl),
         live: Live::default(),
+        costs: cost::Costs::new(
+            config.frame_costs.clone(),
+            config.connection_rate,
+            config.user_rate,
+            config.address_rate,
+        ),
     });
     // Connections learn of the shutdown through their outbox.
     tracker.spawn({

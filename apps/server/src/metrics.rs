@@ -48,6 +48,10 @@ pub const INTAKE_DROPPED: &str = "chat_intake_dropped_total";
 /// reason), `refused_timeout` (`--join-wait-ms` ran out), `refused_full`
 /// (`--join-waiters` were waiting already) (counter).
 pub const JOIN_WAITS: &str = "chat_join_waits_total";
+/// Frames refused `rate_limited`, labels `bucket` and `type` (counter).
+pub const RATE_LIMITED: &str = "chat_rate_limited_total";
+/// Presence frames sent to rooms' members after coalescing (counter).
+pub const PRESENCE_FRAMES: &str = "chat_presence_frames_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 /// Duration of the last presence refresh cycle, seconds (gauge); it must
@@ -96,8 +100,16 @@ pub const ALL: &[(&str, &str)] = &[
         "Joins that met an unavailable store and waited for it, label `outcome`: `joined` (answered once the store was back), `refused_timeout` (`--join-wait-ms` ran out), `refused_full` (`--join-waiters` joins were waiting already) (counter).",
     ),
     (
+        RATE_LIMITED,
+        "Frames refused `rate_limited`, label `bucket` (`connection`, `user`, `address`: which bucket lacked the frame's cost) and `type` (the frame) (counter).",
+    ),
+    (
+        PRESENCE_FRAMES,
+        "`presence` frames fanned out by the hub, each carrying every change of its room within `--presence-window-ms` (counter).",
+    ),
+    (
         UPGRADES_REFUSED,
-        "WebSocket upgrades refused, label `reason` (`origin`, `per_ip`) (counter).",
+        "WebSocket upgrades refused, label `reason` (`origin`; `per_ip`: `--max-conns-per-ip` open already; `connect_rate`: the address's bucket lacked the `connect` cost) (counter).",
     ),
     (
         PRESENCE_REFRESH_SECONDS,

@@ -190,7 +190,10 @@ fn periodic() {
         Probe::Wait => Vec::new(),
     };
     if rooms {
-        frames.push(ClientFrame::Rooms);
+        frames.push(ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        });
     }
     // Untracked: most of the time nothing is retried and nothing must re-render.
     if let Some(resends) = state.try_update_untracked(ChatState::retry_failed) {

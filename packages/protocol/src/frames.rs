@@ -95,7 +95,17 @@ pub enum ClientFrame {
     Typing {
         room: String,
     },
-    Rooms,
+    /// Active rooms, the busiest first, one page at a time (v1.1: a v1
+    /// `{"type":"rooms"}` gets the first page).
+    Rooms {
+        /// Where the page starts: the `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        /// Rooms per page (default and largest:
+        /// [`crate::limits::ROOMS_PAGE_MAX`]; larger values are capped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
     Ping,
 }
 
@@ -109,7 +119,7 @@ impl ClientFrame {
             ClientFrame::Send { .. } => "send",
             ClientFrame::History { .. } => "history",
             ClientFrame::Typing { .. } => "typing",
-            ClientFrame::Rooms => "rooms",
+            ClientFrame::Rooms { .. } => "rooms",
             ClientFrame::Ping => "ping",
         }
     }
@@ -175,6 +185,9 @@ pub enum ServerFrame {
     },
     Rooms {
         rooms: Vec<RoomInfo>,
+        /// Present when more rooms follow: the `cursor` of the next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     Pong,
     Error {

@@ -31,11 +31,45 @@ pub const MAX_HISTORY_LIMIT: u64 = 200;
 /// answered with the newest messages and `recovered: false`.
 pub const DEFAULT_MAX_REPLAY: u64 = 1000;
 
-/// Default per-connection rate of `send` + `typing` frames, per second.
+/// Default refill of the per-connection token bucket, in cost units per
+/// second (v1.1 "Costs": every client frame costs units; v1 counted `send`
+/// and `typing` only, one unit each).
 pub const DEFAULT_RATE_PER_SEC: u32 = 20;
 
-/// Default burst of the per-connection token bucket.
+/// Default burst of the per-connection token bucket, in cost units.
 pub const DEFAULT_RATE_BURST: u32 = 40;
+
+/// Default refill of the per-user bucket (all of a user's connections on
+/// one instance), in cost units per second.
+pub const DEFAULT_USER_RATE_PER_SEC: u32 = 40;
+
+/// Default burst of the per-user bucket, in cost units.
+pub const DEFAULT_USER_RATE_BURST: u32 = 80;
+
+/// Default refill of the per-address bucket (every connection from one
+/// IPv4 address or one IPv6 /64, on one instance), in cost units per second.
+pub const DEFAULT_ADDRESS_RATE_PER_SEC: u32 = 400;
+
+/// Default burst of the per-address bucket, in cost units.
+pub const DEFAULT_ADDRESS_RATE_BURST: u32 = 800;
+
+/// Default cost of each client frame, in units (v1.1 "Costs"), as
+/// `type=units` pairs. `hello` costs nothing; `connect`, the WebSocket
+/// upgrade, is paid from the address's bucket alone.
+pub const DEFAULT_FRAME_COSTS: &str =
+    "ping=1,typing=1,send=1,leave=1,join=2,history=2,rooms=5,connect=5";
+
+/// A `joined` or `history` reply costs one more unit per this many bytes
+/// it carries, so a replay costs by its size.
+pub const DEFAULT_REPLY_BYTES_PER_UNIT: usize = 16 * 1024;
+
+/// Default bound of a `joined` or `history` reply, in bytes of JSON: the
+/// newest messages that fit (at least one) are sent, and the client
+/// scrolls back for more. A `joined` cut by it says `recovered: false`.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 256 * 1024;
+
+/// Largest page of a `rooms` reply, also the default `limit`.
+pub const ROOMS_PAGE_MAX: u64 = 100;
 
 /// `bad_frame` errors tolerated within [`BAD_FRAME_WINDOW_SECS`] before the
 /// socket is closed with [`crate::CloseCode::PolicyViolation`].

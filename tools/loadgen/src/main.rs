@@ -7,6 +7,10 @@
 //!   duplicated and out-of-order deliveries.
 //! - `steady`: a load that rides out faults, for `make chaos`: acked,
 //!   delivered, lost, rooms reset, the longest wait for an ack.
+//! - `hostile`: honest users while one address runs each abuse pattern
+//!   (join/leave toggles, reloads, fresh rooms, blank frames, bad hellos,
+//!   `rooms` and replay floods) in turn; honest delivered %, p99 and the
+//!   servers' memory, with and without the attacker.
 //! - `idle`: holds C connections joined to rooms and reports the servers'
 //!   resident memory per connection (read from `/proc/<pid>/status`).
 //!
@@ -26,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod churn;
+mod hostile;
 mod progress;
 mod steady;
 
@@ -86,6 +91,10 @@ enum Mode {
     /// acked, receivers reconnect with `since`; acked, delivered, lost,
     /// rooms reset, longest wait for an ack.
     Steady(steady::SteadyArgs),
+    /// Honest users at a steady rate while one address runs each abuse
+    /// pattern in turn: honest delivered % and p99 with and without the
+    /// attacker, and the servers' memory before, during and after.
+    Hostile(hostile::HostileArgs),
     /// Hold connections and report server memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -171,7 +180,12 @@ async fn open(url: &str) -> anyhow::Result<Ws> {
     // Round-robin over 127.0.0.1..=127.0.0.N as the source address.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % u64::from(sources);
-    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + n as u8);
+    open_from(url, std::net::Ipv4Addr::new(127, 0, 0, 1 + n as u8)).await
+}
+
+/// [`open`] from the loopback source address `source`.
+async fn open_from(url: &str, source: std::net::Ipv4Addr) -> anyhow::Result<Ws> {
+    let config = WebSocketConfig::default().read_buffer_size(1024);
     let target = loopback_target(url)?;
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind((source, 0).into())?;
@@ -739,6 +753,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Saturation(args) => saturation(&cli.urls, &args).await?,
         Mode::Churn(args) => churn::run(&cli.urls, &args).await?,
         Mode::Steady(args) => steady::run(&cli.urls, &args).await?,
+        Mode::Hostile(args) => hostile::run(&cli.urls, cli.source_ips, &args).await?,
         Mode::Idle {
             connections,
             rooms,

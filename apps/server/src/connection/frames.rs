@@ -7,9 +7,10 @@ use crate::codec::{self, DecodeError, Decoded};
 use crate::engine::{now_ms, Publication};
 use crate::hub::Member;
 use crate::metrics as m;
-use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, ROOMS_PAGE_MAX};
 use protocol::{
-    Body, ClientFrame, ClientId, CloseCode, ErrorCode, RoomName, ServerFrame, Since, User,
+    Body, ChatMessage, ClientFrame, ClientId, CloseCode, ErrorCode, RoomName, ServerFrame, Since,
+    User,
 };
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::{self as tungstenite, Message};
@@ -46,6 +47,25 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        let units = self.ctx.costs.frames.of(&frame);
+        if units > 0 {
+            let user = &self.user.as_ref().expect("user is set after hello").id;
+            if let Err(refusal) = self.ctx.costs.admit(&mut self.payer, user, units) {
+                let id = match &frame {
+                    ClientFrame::Send { id, .. } => Some(id.clone()),
+                    _ => None,
+                };
+                let bucket = refusal.bucket;
+                metrics::counter!(m::RATE_LIMITED, "bucket" => bucket.bucket(), "type" => frame.kind())
+                    .increment(1);
+                self.paused = Some(Box::pin(tokio::time::sleep(
+                    refusal.wait.min(super::MAX_READ_PAUSE),
+                )));
+                return self
+                    .error(ErrorCode::RateLimited, bucket.message(), id)
+                    .await;
+            }
+        }
         match frame {
             ClientFrame::Hello { .. } => {
                 self.error(ErrorCode::BadFrame, "hello was already said", None)
@@ -60,10 +80,7 @@ impl Connection {
                 limit,
             } => self.history(&room, before, limit).await,
             ClientFrame::Typing { room } => self.typing(&room).await,
-            ClientFrame::Rooms => match self.ctx.hub.rooms().await {
-                Ok(rooms) => self.reply(&ServerFrame::Rooms { rooms }).await,
-                Err(e) => self.unavailable(e, None).await,
-            },
+            ClientFrame::Rooms { cursor, limit } => self.list_rooms(cursor, limit).await,
             ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
         }
     }
@@ -124,6 +141,7 @@ impl Connection {
             conn: self.id,
             user: self.user.clone().expect("user is set after hello"),
             outbox: self.outbox.clone(),
+            presence_from: 0,
         };
         let joined = match self.ctx.hub.join(&name, member, since.as_ref()).await {
             Ok(joined) => joined,
@@ -142,15 +160,55 @@ impl Connection {
                 })
             }
         }
+        let mut history = joined.recovery.history;
+        let cut = keep_newest_within(&mut history, self.ctx.config.max_reply_bytes);
         let frame = ServerFrame::Joined {
             room: name.into_string(),
             epoch: joined.recovery.position.epoch.to_string(),
             offset,
             members: joined.members,
-            history: joined.recovery.history,
-            recovered: joined.recovery.recovered,
+            history,
+            recovered: joined.recovery.recovered && !cut,
         };
-        self.reply(&frame).await
+        let bytes = self.reply_len(&frame).await?;
+        self.charge_reply(bytes);
+        Ok(())
+    }
+
+    /// Charges a sent `joined` or `history` reply by its size.
+    fn charge_reply(&mut self, bytes: usize) {
+        let units = self.ctx.costs.frames.of_reply(bytes);
+        let user = &self.user.as_ref().expect("user is set after hello").id;
+        self.ctx.costs.charge(&mut self.payer, user, units);
+    }
+
+    /// One page of the active rooms (PROTOCOL.md v1.1 "Bounds").
+    async fn list_rooms(&mut self, cursor: Option<String>, limit: Option<u64>) -> Result<(), End> {
+        let start = match cursor.as_deref().map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(start)) => start,
+            Some(Err(_)) => {
+                return self
+                    .error(
+                        ErrorCode::BadFrame,
+                        "rooms: cursor is not one this server gave",
+                        None,
+                    )
+                    .await
+            }
+        };
+        let limit = limit.unwrap_or(ROOMS_PAGE_MAX).clamp(1, ROOMS_PAGE_MAX) as usize;
+        match self.ctx.hub.rooms(start, limit).await {
+            Ok(page) => {
+                let next = page.more.then(|| (start + page.rooms.len()).to_string());
+                self.reply(&ServerFrame::Rooms {
+                    rooms: page.rooms,
+                    next,
+                })
+                .await
+            }
+            Err(e) => self.unavailable(e, None).await,
+        }
     }
 
     async fn leave(&mut self, room: &str) -> Result<(), End> {
@@ -179,15 +237,6 @@ impl Connection {
             Ok(b) => b,
             Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
         };
-        if self.limiter.check().is_err() {
-            return self
-                .error(
-                    ErrorCode::RateLimited,
-                    "sending too fast; message not stored",
-                    Some(id),
-                )
-                .await;
-        }
         let msg = Publication {
             id: format!("m_{}", uuid::Uuid::now_v7().simple()),
             client_id: client_id.into_string(),
@@ -226,12 +275,16 @@ impl Connection {
             .unwrap_or(DEFAULT_HISTORY_LIMIT)
             .min(MAX_HISTORY_LIMIT) as usize;
         match self.ctx.hub.history(&name, before, limit).await {
-            Ok(messages) => {
-                self.reply(&ServerFrame::History {
-                    room: name.into_string(),
-                    messages,
-                })
-                .await
+            Ok(mut messages) => {
+                keep_newest_within(&mut messages, self.ctx.config.max_reply_bytes);
+                let bytes = self
+                    .reply_len(&ServerFrame::History {
+                        room: name.into_string(),
+                        messages,
+                    })
+                    .await?;
+                self.charge_reply(bytes);
+                Ok(())
             }
             Err(e) => self.unavailable(e, None).await,
         }
@@ -241,15 +294,73 @@ impl Connection {
         let Some(name) = self.member_room(room, None).await? else {
             return Ok(());
         };
-        if self.limiter.check().is_err() {
-            return self
-                .error(ErrorCode::RateLimited, "typing notices too fast", None)
-                .await;
-        }
         let user = self.user.clone().expect("user is set after hello");
         match self.ctx.hub.typing(&name, &user).await {
             Ok(()) => Ok(()),
             Err(e) => self.unavailable(e, None).await,
         }
+    }
+}
+
+/// Keeps the newest of `messages` (ascending offsets) whose JSON fits in
+/// `budget` bytes, always at least one; returns whether any was dropped.
+/// The bound of `joined.history` and `history` replies (PROTOCOL.md v1.1
+/// "Bounds"): the client scrolls back for the rest.
+fn keep_newest_within(messages: &mut Vec<ChatMessage>, budget: usize) -> bool {
+    // The array's brackets, then each message's JSON and a comma.
+    let mut used = 2usize;
+    let mut keep = 0usize;
+    for m in messages.iter().rev() {
+        let size = codec::encoded_len(m) + 1;
+        if keep > 0 && used + size > budget {
+            break;
+        }
+        used += size;
+        keep += 1;
+    }
+    let cut = messages.len() - keep;
+    messages.drain(..cut);
+    cut > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_newest_within;
+    use protocol::{ChatMessage, User};
+
+    fn message(offset: u64, body_bytes: usize) -> ChatMessage {
+        ChatMessage {
+            room: "r".into(),
+            offset,
+            id: format!("m_{offset}"),
+            client_id: format!("c-{offset}"),
+            from: User {
+                id: "u_1".into(),
+                name: "alice".into(),
+            },
+            body: "x".repeat(body_bytes),
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn replies_keep_the_newest_messages_that_fit_and_always_one() {
+        let mut all: Vec<ChatMessage> = (1..=10).map(|o| message(o, 1000)).collect();
+        let one = crate::codec::encoded_len(&all[0]) + 1;
+        assert!(keep_newest_within(&mut all, 3 * one + 10));
+        assert_eq!(all.iter().map(|m| m.offset).collect::<Vec<_>>(), [8, 9, 10]);
+
+        let mut huge = vec![message(1, 1000), message(2, 100_000)];
+        assert!(keep_newest_within(&mut huge, 500));
+        assert_eq!(
+            huge.len(),
+            1,
+            "the newest is sent even when it alone is over"
+        );
+        assert_eq!(huge[0].offset, 2);
+
+        let mut small: Vec<ChatMessage> = (1..=3).map(|o| message(o, 10)).collect();
+        assert!(!keep_newest_within(&mut small, 100_000));
+        assert_eq!(small.len(), 3);
     }
 }

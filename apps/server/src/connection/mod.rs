@@ -22,6 +22,7 @@ pub(crate) use self::live::Live;
 
 use crate::codec::encode;
 use crate::config::Config;
+use crate::cost::{AddressKey, Bucket, Costs, Payer};
 use crate::engine::EngineError;
 use crate::hub::{ConnId, Hub};
 use crate::metrics as m;
@@ -29,11 +30,11 @@ use crate::outbox::{Outbound, Outbox};
 use crate::session::Sessions;
 use crate::ws::{self, Socket};
 use futures_util::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::limits::{BAD_FRAME_LIMIT, BAD_FRAME_WINDOW_SECS};
 use protocol::{CloseCode, ErrorCode, ReconnectReason, RoomName, ServerFrame, User};
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -47,6 +48,8 @@ pub(crate) struct ConnContext {
     pub(crate) sessions: Sessions,
     /// Open connections; [`Live::shut_down`] when the instance stops.
     pub(crate) live: Live,
+    /// What frames cost, and the per-user and per-address buckets.
+    pub(crate) costs: Costs,
 }
 
 /// How a connection ends.
@@ -67,6 +70,9 @@ struct JoinedRoom {
     delivered: u64,
 }
 
+/// Longest pause of a connection's reading after a refused frame.
+const MAX_READ_PAUSE: Duration = Duration::from_secs(5);
+
 /// Outbox items a connection keeps room for between drains; a burst beyond
 /// it allocates for the burst only.
 const KEPT_BATCH_CAPACITY: usize = 64;
@@ -80,6 +86,7 @@ pub(crate) fn serve(
     socket: Socket,
     ctx: Arc<ConnContext>,
     id: ConnId,
+    ip: IpAddr,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "conn",
@@ -87,7 +94,7 @@ pub(crate) fn serve(
         user = tracing::field::Empty,
         server = %ctx.config.instance_id
     );
-    let mut conn = Connection::new(socket, ctx, id);
+    let mut conn = Connection::new(socket, ctx, id, ip);
     conn.ctx.live.add(id, conn.outbox.clone());
     async move {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -112,7 +119,14 @@ struct Connection {
     outbox: Arc<Outbox>,
     /// What the last drain of the outbox took (empty between drains).
     batch: VecDeque<Arc<Outbound>>,
-    limiter: DefaultDirectRateLimiter,
+    /// The connection's bucket and its address's key.
+    payer: Payer,
+    /// Set when a frame was refused `rate_limited`: the socket is not read
+    /// until it fires (when the bucket holds the frame's cost again, at
+    /// most [`MAX_READ_PAUSE`]), so a client that keeps sending over its
+    /// limit waits on TCP instead of costing a refusal per frame. The
+    /// outbox is still written meanwhile. Boxed: allocated only then.
+    paused: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the recent `bad_frame` errors were sent (at most
     /// [`BAD_FRAME_LIMIT`] kept).
     bad_frames: VecDeque<Instant>,
@@ -120,10 +134,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(socket: Socket, ctx: Arc<ConnContext>, id: ConnId) -> Connection {
+    fn new(socket: Socket, ctx: Arc<ConnContext>, id: ConnId, ip: IpAddr) -> Connection {
         let cfg = &ctx.config;
-        let quota = Quota::per_second(NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN));
         Connection {
             socket,
             id,
@@ -131,7 +143,11 @@ impl Connection {
             rooms: Vec::new(),
             outbox: Outbox::new(cfg.outbox_capacity),
             batch: VecDeque::new(),
-            limiter: RateLimiter::direct(quota),
+            payer: Payer {
+                bucket: Bucket::new(Instant::now()),
+                address: AddressKey::of(ip),
+            },
+            paused: None,
             bad_frames: VecDeque::new(),
             last_seen: Instant::now(),
             ctx,
@@ -161,7 +177,13 @@ impl Connection {
                     outbox_ready.set(outbox.changed());
                     Box::pin(self.forward()).await
                 }
-                msg = self.socket.next() => Box::pin(self.on_socket_message(msg)).await,
+                msg = self.socket.next(), if self.paused.is_none() => {
+                    Box::pin(self.on_socket_message(msg)).await
+                }
+                () = async { self.paused.as_mut().expect("paused").await }, if self.paused.is_some() => {
+                    self.paused = None;
+                    Ok(())
+                }
                 _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = step {
@@ -242,15 +264,22 @@ impl Connection {
 
     /// Sends a direct reply to this client.
     async fn reply(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        self.reply_len(frame).await.map(drop)
+    }
+
+    /// [`Connection::reply`], answering how many bytes were sent.
+    async fn reply_len(&mut self, frame: &ServerFrame) -> Result<usize, End> {
         metrics::counter!(m::FRAMES_OUT, "type" => frame.kind()).increment(1);
         let bytes = encode(frame);
+        let len = bytes.len();
         let limit = self.write_timeout();
         let socket = &mut self.socket;
         timed(limit, async move {
             ws::feed_text(socket, bytes).await?;
             socket.flush().await
         })
-        .await
+        .await?;
+        Ok(len)
     }
 
     /// Sends an `error` frame; `bad_frame` errors count toward the flood rule.
@@ -344,8 +373,8 @@ fn kick_reason(code: CloseCode) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Size of the future a function of three arguments returns.
-    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+    /// Size of the future a function of four arguments returns.
+    fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -9,7 +9,7 @@
 
 use super::{
     new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
-    Publication, Published,
+    Publication, Published, RoomsPage,
 };
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, User};
@@ -74,16 +74,24 @@ impl MemoryEngine {
     }
 
     /// Forgets the rooms with no member whose last publish or join is
-    /// older than the retention. Returns how many.
+    /// older than the retention, and at once those that never had a
+    /// message (nothing to keep: a join of a fresh name must not cost the
+    /// process memory for the retention). Returns how many.
     fn sweep(&self) -> usize {
         let retention = *self.retention.lock().expect("retention lock");
         let mut rooms = self.rooms.lock().expect("rooms lock");
         let before = rooms.len();
         rooms.retain(|_, r| {
             let st = r.state.lock().expect("room lock");
-            !st.members.is_empty() || st.last_active.elapsed() < retention
+            !st.members.is_empty() || (st.offset > 0 && st.last_active.elapsed() < retention)
         });
         before - rooms.len()
+    }
+
+    /// Rooms this engine holds (for tests of what rooms cost in memory).
+    #[cfg(test)]
+    pub(crate) fn held_rooms(&self) -> usize {
+        self.rooms.lock().expect("rooms lock").len()
     }
 
     fn room(&self, room: &RoomName) -> Arc<MemRoom> {
@@ -336,12 +344,14 @@ impl PresenceStore for MemoryEngine {
         Ok(())
     }
 
-    async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
+    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
         let rooms: Vec<(RoomName, Arc<MemRoom>)> = {
             let rooms = self.rooms.lock().expect("rooms lock");
             rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        Ok(rooms
+        // The index of this engine is the room map itself: one process,
+        // every room in memory.
+        let mut active: Vec<RoomInfo> = rooms
             .into_iter()
             .filter_map(|(name, r)| {
                 let members = r.state.lock().expect("room lock").members.len() as u64;
@@ -350,7 +360,11 @@ impl PresenceStore for MemoryEngine {
                     members,
                 })
             })
-            .collect())
+            .collect();
+        active.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        let more = active.len() > start.saturating_add(limit);
+        let rooms = active.into_iter().skip(start).take(limit).collect();
+        Ok(RoomsPage { rooms, more })
     }
 
     async fn claim_instance(&self) -> Result<bool, EngineError> {

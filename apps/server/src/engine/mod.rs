@@ -215,8 +215,11 @@ pub(crate) trait PresenceStore: Send + Sync + 'static {
     /// Distinct users present in the room on any instance.
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError>;
 
-    /// Rooms with at least one member on any instance, with member counts.
-    async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError>;
+    /// One page of the rooms with at least one member on any instance, with
+    /// member counts, the busiest first and ties by name: `limit` rooms
+    /// from the `start`-th. Reads one index, not every room. Counts may lag
+    /// the truth by up to one presence refresh.
+    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError>;
 
     /// Claims this instance's id for one presence TTL, or renews the claim
     /// (presence entries are keyed by the id: two live processes sharing
@@ -228,6 +231,14 @@ pub(crate) trait PresenceStore: Send + Sync + 'static {
     /// This instance stops: its claim is released at once, so a restart
     /// with the same id need not wait for it to expire. Best effort.
     async fn release_instance(&self);
+}
+
+/// One page of [`PresenceStore::rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RoomsPage {
+    pub(crate) rooms: Vec<RoomInfo>,
+    /// More rooms follow this page.
+    pub(crate) more: bool,
 }
 
 /// A fresh epoch: 16 random hex digits, so a restarted process or a wiped

@@ -87,11 +87,37 @@ async fn an_unrecoverable_since_gets_the_newest_messages() {
     assert_eq!((offsets(&r), r.recovered), (vec![8, 9, 10], false));
 }
 
-/// Rooms end: a room with no member and no new message for the retention
+/// Rooms end: a room that never had a message is forgotten once it has no
+/// member, at the next sweep.
+#[tokio::test]
+async fn rooms_without_messages_are_forgotten_once_left() {
+    let (engine, _room, _epoch, _events) = engine_with(3, 10).await;
+    // Issue 17, input 3: 300 rooms with fresh names, joined and left, cost
+    // nothing once swept; the room with messages is kept for the retention.
+    let visitor = User {
+        id: "u_v".into(),
+        name: "v".into(),
+    };
+    for i in 0..300 {
+        let fresh = RoomName::parse(&format!("fresh-{i}")).unwrap();
+        engine.join(&fresh, &visitor).await.unwrap();
+        engine.position(&fresh).await.unwrap();
+        engine.leave(&fresh, &visitor).await.unwrap();
+    }
+    assert_eq!(engine.held_rooms(), 301);
+    engine.refresh(&[]).await.unwrap();
+    assert_eq!(
+        engine.held_rooms(),
+        1,
+        "only the room with messages is kept"
+    );
+}
+
+/// A room with no member and no new message for the retention period
 /// is forgotten (history and epoch); one with a member is kept however
 /// long it is quiet; a later join starts a forgotten room afresh.
 #[tokio::test]
-async fn idle_rooms_are_forgotten_after_the_retention() {
+async fn rooms_with_messages_are_forgotten_after_the_retention() {
     let (engine, room, epoch, _events) = engine_with(3, 10).await;
     let kept = RoomName::parse("kept").unwrap();
     let member = User {

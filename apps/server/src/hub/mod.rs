@@ -34,19 +34,20 @@
 mod catch_up;
 mod room;
 
-use self::room::{Delivery, LocalRoom};
+use self::room::{Delivery, LocalRoom, PendingPresence};
 use crate::codec::encode;
 use crate::engine::{
     self, Broker, EngineError, EngineEvent, LocalPresence, PresenceStore, Publication, Published,
-    Recovery, RecoveryLimits,
+    Recovery, RecoveryLimits, RoomsPage,
 };
 use crate::metrics as m;
 use crate::outbox::{Outbound, Outbox};
-use protocol::{ChatMessage, RoomInfo, RoomName, ServerFrame, Since, User};
+use protocol::{ChatMessage, RoomName, ServerFrame, Since, User};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,6 +60,10 @@ pub(crate) struct Member {
     pub(crate) conn: ConnId,
     pub(crate) user: Arc<User>,
     pub(crate) outbox: Arc<Outbox>,
+    /// Set by the hub when the member is added: the room's presence
+    /// changes up to this one were handled before, so its `joined.members`
+    /// (read after) holds them and its presence frames leave them out.
+    pub(crate) presence_from: u64,
 }
 
 /// What a `join` answers.
@@ -80,6 +85,17 @@ pub(crate) struct JoinWaits {
     pub(crate) waiters: usize,
 }
 
+/// When presence changes reach the store and the members.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PresenceTiming {
+    /// How long a user's leave waits for them to come back
+    /// (`--presence-grace-ms`).
+    pub(crate) grace: Duration,
+    /// How long a room's changes are gathered into one `presence` frame
+    /// (`--presence-window-ms`; 0: a frame per change).
+    pub(crate) window: Duration,
+}
+
 /// First and longest pause between the attempts of a waiting join.
 const JOIN_RETRY_MIN: Duration = Duration::from_millis(50);
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -87,7 +103,7 @@ const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
 /// The hub of one instance.
 pub(crate) struct Hub {
     broker: Arc<dyn Broker>,
-    presence: Arc<dyn PresenceStore>,
+    store: Arc<dyn PresenceStore>,
     /// Rooms with at least one local member. A std mutex: sections are short
     /// (lookups and outbox pushes) and never cross an await.
     rooms: Mutex<HashMap<RoomName, LocalRoom>>,
@@ -96,9 +112,7 @@ pub(crate) struct Hub {
     join_wait: Duration,
     /// Permits of joins waiting for the store (`--join-waiters`).
     join_waiters: Semaphore,
-    /// How long a user's leave waits for them to come back
-    /// (`--presence-grace-ms`).
-    presence_grace: Duration,
+    presence: PresenceTiming,
     /// Permits of catch-ups reading the store ([`catch_up::CONCURRENT`]).
     catch_ups: Semaphore,
     /// Where catch-ups are spawned, so shutdown waits for them.
@@ -115,18 +129,18 @@ impl Hub {
         presence: Arc<dyn PresenceStore>,
         limits: RecoveryLimits,
         waits: JoinWaits,
-        presence_grace: Duration,
+        presence_timing: PresenceTiming,
         tracker: TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Hub> {
         Arc::new_cyclic(|me| Hub {
             broker,
-            presence,
+            store: presence,
             rooms: Mutex::new(HashMap::new()),
             limits,
             join_wait: waits.wait,
             join_waiters: Semaphore::new(waits.waiters),
-            presence_grace,
+            presence: presence_timing,
             catch_ups: Semaphore::new(catch_up::CONCURRENT),
             tracker,
             stop,
@@ -204,6 +218,8 @@ impl Hub {
             let already = r.members.contains_key(&conn);
             let mut first_of_user = false;
             if !already {
+                let mut member = member;
+                member.presence_from = r.presence_seq;
                 r.members.insert(conn, member);
                 let (_, n) = r
                     .users
@@ -224,10 +240,10 @@ impl Hub {
         }
         let answer = async {
             if first_of_user {
-                self.presence.join(room, &user).await?;
+                self.store.join(room, &user).await?;
             }
             let recovery = engine::recover(&*self.broker, room, since, self.limits).await?;
-            let mut members = self.presence.members(room).await?;
+            let mut members = self.store.members(room).await?;
             members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
             Ok::<_, EngineError>((recovery, members))
         }
@@ -285,7 +301,7 @@ impl Hub {
             left_user
         };
         if let Some(user) = left_user {
-            if self.presence_grace.is_zero() {
+            if self.presence.grace.is_zero() {
                 self.leave_presence(room, &user).await;
             } else {
                 self.tracker
@@ -303,7 +319,7 @@ impl Hub {
     /// seen starts the room's catch-up, which resets the room if the epoch
     /// indeed changed (its announcement may be lost with the transport).
     async fn leave_presence(&self, room: &RoomName, user: &User) {
-        if let Err(e) = self.presence.leave(room, user).await {
+        if let Err(e) = self.store.leave(room, user).await {
             tracing::warn!(room = %room, error = %e, "presence leave failed; it expires instead");
         }
     }
@@ -314,7 +330,7 @@ impl Hub {
     /// meanwhile is present there, so the store announces nothing either.
     async fn leave_after_grace(hub: Weak<Hub>, room: RoomName, user: Arc<User>) {
         let (grace, stop) = match hub.upgrade() {
-            Some(h) => (h.presence_grace, h.stop.clone()),
+            Some(h) => (h.presence.grace, h.stop.clone()),
             None => return,
         };
         tokio::select! {
@@ -391,11 +407,10 @@ impl Hub {
         self.broker.before(room, before, limit).await
     }
 
-    /// Active rooms, the busiest first.
-    pub(crate) async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
-        let mut rooms = self.presence.rooms().await?;
-        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        Ok(rooms)
+    /// One page of the active rooms, the busiest first: `limit` from the
+    /// `start`-th.
+    pub(crate) async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
+        self.store.rooms(start, limit).await
     }
 
     /// Whether the shared store answers (`/readyz`).
@@ -433,10 +448,37 @@ impl Hub {
             let Some(hub) = hub.upgrade() else { return };
             let local = hub.local_presence();
             let started = std::time::Instant::now();
-            if let Err(e) = hub.presence.refresh(&local).await {
+            if let Err(e) = hub.store.refresh(&local).await {
                 tracing::warn!(error = %e, "presence refresh failed");
             }
+            hub.leave_again_after_refresh(&local).await;
             metrics::gauge!(m::PRESENCE_REFRESH_SECONDS).set(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A user whose last connection left while a refresh ran may have been
+    /// written back by it (the refresh read the users before the leave).
+    /// Without a grace the leave is done again; with one, the grace's own
+    /// leave comes later than any refresh.
+    async fn leave_again_after_refresh(&self, refreshed: &[LocalPresence]) {
+        if !self.presence.grace.is_zero() {
+            return;
+        }
+        let gone: Vec<(RoomName, User)> = {
+            let rooms = self.rooms.lock().expect("hub lock");
+            refreshed
+                .iter()
+                .flat_map(|e| {
+                    let here = rooms.get(&e.room);
+                    e.users
+                        .iter()
+                        .filter(move |u| !here.is_some_and(|r| r.users.contains_key(&u.id)))
+                        .map(move |u| (e.room.clone(), u.clone()))
+                })
+                .collect()
+        };
+        for (room, user) in gone {
+            self.leave_presence(&room, &user).await;
         }
     }
 
@@ -466,19 +508,7 @@ impl Hub {
                 };
                 self.fan_out_ephemeral(&room, &frame);
             }
-            EngineEvent::Presence { room, user, joined } => {
-                let (joined, left) = if joined {
-                    (vec![user], vec![])
-                } else {
-                    (vec![], vec![user])
-                };
-                let frame = ServerFrame::Presence {
-                    room: room.as_str().to_owned(),
-                    joined,
-                    left,
-                };
-                self.fan_out_ephemeral(&room, &frame);
-            }
+            EngineEvent::Presence { room, user, joined } => self.on_presence(&room, user, joined),
             EngineEvent::Epoch { room, epoch } => {
                 let mut rooms = self.rooms.lock().expect("hub lock");
                 if let Some(r) = rooms.get_mut(&room) {
@@ -492,14 +522,119 @@ impl Hub {
         }
     }
 
-    /// Typing and presence go to every local member but the connections of
-    /// the user they are about (a joiner learns members from `joined`).
+    /// A presence change of `room`: gathered for the window, or out at once
+    /// when there is none.
+    fn on_presence(&self, room: &RoomName, user: User, joined: bool) {
+        let start = {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            let Some(r) = rooms.get_mut(room) else { return };
+            r.presence_seq += 1;
+            let seq = r.presence_seq;
+            if self.presence.window.is_zero() {
+                drop(rooms);
+                self.fan_out_presence(room, PendingPresence::one(user, joined, seq));
+                return;
+            }
+            let start = r.presence.is_none();
+            r.presence
+                .get_or_insert_with(PendingPresence::default)
+                .add(user, joined, seq);
+            start
+        };
+        if start {
+            self.tracker
+                .spawn(Hub::flush_presence(self.me.clone(), room.clone()));
+        }
+    }
+
+    /// The end of a room's presence window (at once if the instance stops):
+    /// its changes go out as one frame.
+    async fn flush_presence(hub: Weak<Hub>, room: RoomName) {
+        let (window, stop) = match hub.upgrade() {
+            Some(h) => (h.presence.window, h.stop.clone()),
+            None => return,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(window) => {}
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let pending = {
+            let mut rooms = hub.rooms.lock().expect("hub lock");
+            rooms.get_mut(&room).and_then(|r| r.presence.take())
+        };
+        if let Some(pending) = pending {
+            hub.fan_out_presence(&room, pending);
+        }
+    }
+
+    /// One `presence` frame with the changes of `pending` to each local
+    /// member, leaving out the member's own user (no one is told about
+    /// themselves) and the changes handled before the member was added
+    /// (its `joined.members` holds them). Encoded once per distinct
+    /// (first change, own user mentioned) pair, so once for everyone who
+    /// was here before the window; not sent to a member it would tell
+    /// nothing.
+    fn fan_out_presence(&self, room: &RoomName, pending: PendingPresence) {
+        let first_seq = pending.changes.iter().map(|c| c.2).min().unwrap_or(0);
+        let frame = |after: u64, without: Option<&str>| {
+            let (mut joined, mut left) = (Vec::new(), Vec::new());
+            for (user, arrived, seq) in &pending.changes {
+                if *seq <= after || without == Some(user.id.as_str()) {
+                    continue;
+                }
+                if *arrived {
+                    joined.push(user.clone());
+                } else {
+                    left.push(user.clone());
+                }
+            }
+            (!joined.is_empty() || !left.is_empty()).then(|| {
+                encode(&ServerFrame::Presence {
+                    room: room.as_str().to_owned(),
+                    joined,
+                    left,
+                })
+            })
+        };
+        let everyone = frame(0, None);
+        let rooms = self.rooms.lock().expect("hub lock");
+        let Some(r) = rooms.get(room) else { return };
+        let item = |bytes: Utf8Bytes| {
+            Arc::new(Outbound {
+                room: r.key.clone(),
+                offset: 0,
+                frame: bytes,
+            })
+        };
+        let shared = everyone.map(item);
+        let mut theirs: HashMap<(u64, Option<&str>), Option<Arc<Outbound>>> = HashMap::new();
+        let mut sent = 0u64;
+        for member in r.members.values() {
+            let id = member.user.id.as_str();
+            let mentioned = pending.index.contains_key(id).then_some(id);
+            let after = member.presence_from.max(first_seq.saturating_sub(1));
+            let out = if mentioned.is_none() && after < first_seq {
+                shared.clone()
+            } else {
+                theirs
+                    .entry((after, mentioned))
+                    .or_insert_with(|| frame(after, mentioned).map(item))
+                    .clone()
+            };
+            if let Some(out) = out {
+                r.push(member, out);
+                sent += 1;
+            }
+        }
+        metrics::counter!(m::PRESENCE_FRAMES).increment(sent);
+    }
+
+    /// Typing goes to every local member but the connections of the typing
+    /// user.
     fn fan_out_ephemeral(&self, room: &RoomName, frame: &ServerFrame) {
         let about = match frame {
             ServerFrame::Typing { user, .. } => Some(user.id.as_str()),
-            ServerFrame::Presence { joined, left, .. } => {
-                joined.first().or(left.first()).map(|u| u.id.as_str())
-            }
             _ => None,
         };
         let frame = encode(frame);

@@ -108,6 +108,42 @@ pub(super) struct LocalRoom {
     /// Some while a catch-up of this room runs: every message of the room
     /// waits here until it is done, so members get them in order.
     pub(super) catching_up: Option<Held>,
+    /// Presence changes of the current window (`--presence-window-ms`):
+    /// Some from the first change until the window's frame goes out.
+    pub(super) presence: Option<PendingPresence>,
+    /// Presence changes of the room handled so far (see
+    /// [`super::Member::presence_from`]).
+    pub(super) presence_seq: u64,
+}
+
+/// The presence changes of a room within one window: each user once, in
+/// their latest state, in the order they first changed. A user who joined
+/// and left within the window is announced as left (a member who joined
+/// meanwhile may have been told they were there).
+#[derive(Debug, Default)]
+pub(super) struct PendingPresence {
+    /// (user, joined, the change's number in the room) triples.
+    pub(super) changes: Vec<(User, bool, u64)>,
+    /// User id → index in `changes`.
+    pub(super) index: HashMap<String, usize>,
+}
+
+impl PendingPresence {
+    pub(super) fn one(user: User, joined: bool, seq: u64) -> PendingPresence {
+        let mut p = PendingPresence::default();
+        p.add(user, joined, seq);
+        p
+    }
+
+    pub(super) fn add(&mut self, user: User, joined: bool, seq: u64) {
+        match self.index.get(&user.id) {
+            Some(&i) => self.changes[i] = (user, joined, seq),
+            None => {
+                self.index.insert(user.id.clone(), self.changes.len());
+                self.changes.push((user, joined, seq));
+            }
+        }
+    }
 }
 
 impl LocalRoom {
@@ -120,6 +156,8 @@ impl LocalRoom {
             transport: None,
             resets: 0,
             catching_up: None,
+            presence: None,
+            presence_seq: 0,
         }
     }
 
@@ -130,13 +168,15 @@ impl LocalRoom {
             if except.is_some_and(|id| id == member.user.id) {
                 continue;
             }
-            // A kicked member stays until its connection leaves; count it
-            // once.
-            if member.outbox.push(item.clone()).is_err()
-                && member.outbox.kick(CloseCode::TryAgainLater)
-            {
-                metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
-            }
+            self.push(member, item.clone());
+        }
+    }
+
+    /// Pushes `item` to one member; a full outbox kicks it (close 1013).
+    pub(super) fn push(&self, member: &Member, item: Arc<Outbound>) {
+        // A kicked member stays until its connection leaves; count it once.
+        if member.outbox.push(item).is_err() && member.outbox.kick(CloseCode::TryAgainLater) {
+            metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
         }
     }
 

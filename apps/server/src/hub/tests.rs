@@ -116,6 +116,16 @@ impl Rig {
     }
 
     fn with(waits: JoinWaits, grace: Duration) -> Rig {
+        Rig::with_timing(
+            waits,
+            PresenceTiming {
+                grace,
+                window: Duration::ZERO,
+            },
+        )
+    }
+
+    fn with_timing(waits: JoinWaits, timing: PresenceTiming) -> Rig {
         let (tx, events) = mpsc::channel(4096);
         let memory = Arc::new(MemoryEngine::new(tx, 10_000));
         let broker = Arc::new(Faulty {
@@ -131,7 +141,7 @@ impl Rig {
             memory,
             LIMITS,
             waits,
-            grace,
+            timing,
             tracker.clone(),
             CancellationToken::new(),
         );
@@ -162,6 +172,7 @@ impl Rig {
             conn: self.next_conn,
             user: user.clone(),
             outbox: outbox.clone(),
+            presence_from: 0,
         };
         self.next_conn += 1;
         self.hub
@@ -500,7 +511,7 @@ async fn two_tabs_of_one_user_are_present_once() {
         "{}",
         seen[0]
     );
-    let members = rig.hub.presence.members(&room("lobby")).await.unwrap();
+    let members = rig.hub.store.members(&room("lobby")).await.unwrap();
     assert_eq!(members.iter().filter(|u| u.id == "u_bob").count(), 1);
 
     // Both tabs get every message.
@@ -519,6 +530,46 @@ async fn two_tabs_of_one_user_are_present_once() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(
         seen[0].contains("\"left\":[{\"id\":\"u_bob\""),
+        "{}",
+        seen[0]
+    );
+}
+
+/// Rule: a room's presence changes within the window go out as one frame,
+/// each user once in their latest state (one who joined and left is in
+/// `left`), and none before the window ends.
+#[tokio::test(start_paused = true)]
+async fn presence_changes_within_the_window_go_out_as_one_frame() {
+    let mut rig = Rig::with_timing(
+        NO_WAIT,
+        PresenceTiming {
+            grace: Duration::ZERO,
+            window: Duration::from_millis(200),
+        },
+    );
+    let observer = rig.join("lobby", &user("u_obs")).await;
+    rig.pump();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        frames(&observer),
+        Vec::<String>::new(),
+        "not told of itself"
+    );
+    let _ann = rig.join("lobby", &user("u_ann")).await;
+    let _ben = rig.join("lobby", &user("u_ben")).await;
+    rig.hub.leave(&room("lobby"), 2).await;
+    rig.pump();
+    assert_eq!(
+        frames(&observer),
+        Vec::<String>::new(),
+        "the window is open"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let seen = frames(&observer);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains("\"joined\":[{\"id\":\"u_ben\"")
+            && seen[0].contains("\"left\":[{\"id\":\"u_ann\""),
         "{}",
         seen[0]
     );
@@ -638,6 +689,7 @@ async fn a_failed_join_leaves_no_member_behind() {
         conn: 99,
         user: user("u_a"),
         outbox,
+        presence_from: 0,
     };
     assert!(rig.hub.join(&room("lobby"), member, None).await.is_err());
     assert!(rig.hub.rooms.lock().unwrap().is_empty());
@@ -677,7 +729,10 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
         memory.clone(),
         LIMITS,
         NO_WAIT,
-        Duration::ZERO,
+        PresenceTiming {
+            grace: Duration::ZERO,
+            window: Duration::ZERO,
+        },
         tracker.clone(),
         CancellationToken::new(),
     );
@@ -686,6 +741,7 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
         conn: 1,
         user: user("u_a"),
         outbox: a.clone(),
+        presence_from: 0,
     };
     hub.join(&room("lobby"), member, None).await.unwrap();
     let sender = User::clone(&user("u_s"));
@@ -721,6 +777,7 @@ fn member_of(rig: &mut Rig, id: &str) -> Member {
         conn: rig.next_conn,
         user: user(id),
         outbox: Outbox::new(100),
+        presence_from: 0,
     }
 }
 

@@ -491,9 +491,13 @@ async fn the_engine_works_on_redis_5_0() {
         ServerFrame::History { messages, .. } => assert_eq!(offsets(&messages), vec![1, 2, 3]),
         other => panic!("expected history, got {other:?}"),
     }
-    bob.send(&protocol::ClientFrame::Rooms).await;
+    bob.send(&protocol::ClientFrame::Rooms {
+        cursor: None,
+        limit: None,
+    })
+    .await;
     match bob.recv().await {
-        ServerFrame::Rooms { rooms } => {
+        ServerFrame::Rooms { rooms, .. } => {
             assert_eq!(rooms.len(), 1, "{rooms:?}");
             assert_eq!((rooms[0].room.as_str(), rooms[0].members), ("ops", 2));
         }

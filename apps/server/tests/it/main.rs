@@ -7,6 +7,9 @@
 //!   dedupe, presence, typing, `rooms`, session tokens.
 //! - `limits`: every error code, the flood rule, the frame size limit, the
 //!   rate limit, slow consumers, per-IP and origin checks on the upgrade.
+//! - `costs`: what frames cost (connection, user and address buckets, a
+//!   replay by its size), replies bounded in bytes, presence coalesced,
+//!   `rooms` paged (issue 17).
 //! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
 //! - `transport`: the upgrade's answers and fragmented writes, on the wire.
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
@@ -17,6 +20,7 @@
 
 mod chat;
 mod cluster;
+mod costs;
 mod faults;
 mod lifecycle;
 mod limits;

@@ -42,8 +42,13 @@ pub(crate) fn unique_id(prefix: &str) -> String {
 /// (tests that fill rooms send hundreds of messages in milliseconds).
 pub(crate) fn unthrottled() -> Config {
     let mut cfg = Config::for_tests();
-    cfg.rate_per_sec = 1_000_000;
-    cfg.rate_burst = 1_000_000;
+    let unlimited = server::cost::Rate {
+        per_sec: 1_000_000,
+        burst: 1_000_000,
+    };
+    cfg.connection_rate = unlimited;
+    cfg.user_rate = unlimited;
+    cfg.address_rate = unlimited;
     cfg
 }
 

@@ -38,7 +38,10 @@ impl ChatState {
                 ClientFrame::Leave {
                     room: room.to_owned(),
                 },
-                ClientFrame::Rooms,
+                ClientFrame::Rooms {
+                    cursor: None,
+                    limit: None,
+                },
             ]
         } else {
             Vec::new()

@@ -216,7 +216,7 @@ impl ChatState {
                 self.apply_presence(&room, arrived, departed);
                 Vec::new()
             }
-            ServerFrame::Rooms { rooms } => {
+            ServerFrame::Rooms { rooms, .. } => {
                 self.directory = rooms;
                 Vec::new()
             }
@@ -290,7 +290,10 @@ impl ChatState {
             self.joins_in_flight.push_back(room.name.clone());
             send.push(room.join_frame());
         }
-        send.push(ClientFrame::Rooms);
+        send.push(ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        });
         send
     }
 
@@ -346,7 +349,10 @@ impl ChatState {
         r.typing.clear();
         r.settle_pending(me.as_ref());
         let mut send = r.resend(true);
-        send.push(ClientFrame::Rooms);
+        send.push(ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        });
         send
     }
 
@@ -359,7 +365,10 @@ impl ChatState {
             }
         }
         self.remove_room(room);
-        vec![ClientFrame::Rooms]
+        vec![ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        }]
     }
 
     /// `ack`: our send `id` is stored at `offset`.
@@ -439,7 +448,8 @@ impl ChatState {
 
     /// `error`: a refused send (with its client `id`), a refused token, a
     /// refused join, or a notice for the user. A join refused `unavailable`
-    /// (the shared store is briefly away) is tried again after a backoff
+    /// (the shared store is briefly away) or `rate_limited` (v1.1: every
+    /// frame has a cost) is tried again after a backoff
     /// with jitter ([`backoff_ms`], from the tab's random id, so a burst of
     /// refused tabs spreads out): returns in how many ms. An `unavailable`
     /// without id may answer a `rooms`, `history` or `typing` frame
@@ -476,7 +486,13 @@ impl ChatState {
                 self.token_rejected = true;
                 return None;
             }
-            ErrorCode::Unavailable => {
+            // A join over the rate limit waits like one the store refused;
+            // any other frame over it (typing, ping, rooms) is not retried.
+            ErrorCode::Unavailable | ErrorCode::RateLimited => {
+                let limited = code == ErrorCode::RateLimited;
+                if limited && self.joins_in_flight.is_empty() {
+                    return None;
+                }
                 if let Some(room) = self.joins_in_flight.pop_front() {
                     if self.rooms.get(&room).is_some_and(|r| !r.live) {
                         let attempt = self.join_retries.get(&room).map_or(0, |(a, _)| *a) + 1;
@@ -494,8 +510,6 @@ impl ChatState {
                     }
                 }
             }
-            // Typing notices over the rate limit are simply not shown.
-            ErrorCode::RateLimited => return None,
             _ => {}
         }
         self.notice = Some(Notice {

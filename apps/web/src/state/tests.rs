@@ -90,7 +90,10 @@ fn welcome_joins_the_default_room_and_asks_for_rooms() {
                 room: "general".to_owned(),
                 since: None
             },
-            ClientFrame::Rooms
+            ClientFrame::Rooms {
+                cursor: None,
+                limit: None
+            }
         ]
     );
     assert_eq!(s.current.as_deref(), Some("general"));
@@ -606,6 +609,35 @@ fn a_join_refused_unavailable_is_retried_with_backoff_and_jitter() {
     welcome(&mut other);
     let o1 = refused(&mut other, 0);
     assert_ne!(o1, d1, "jitter comes from the tab's random id");
+}
+
+/// v1.1: every frame has a cost, so a join may be refused `rate_limited`
+/// (a tab re-joining many rooms at once): it is retried like one refused
+/// `unavailable`; a `rate_limited` with no join in flight (a typing notice
+/// over the limit) schedules nothing.
+#[test]
+fn a_join_refused_rate_limited_is_retried_and_other_refusals_are_not() {
+    let mut s = ChatState::new("tab-one");
+    s.set_name(protocol::Name::parse("me").unwrap());
+    s.connecting();
+    welcome(&mut s);
+    let limited = || ServerFrame::error(ErrorCode::RateLimited, "slow down", None);
+    let delay = s
+        .apply(limited(), 0)
+        .retry_joins_in
+        .expect("a retry is scheduled");
+    let (frames, _) = s.retry_joins(delay as i64);
+    assert_eq!(
+        frames,
+        vec![ClientFrame::Join {
+            room: "general".into(),
+            since: None
+        }]
+    );
+    s.apply(joined_frame("general", "e1", 0, vec![], false), 5_000);
+    assert!(s.rooms["general"].live);
+    assert_eq!(s.apply(limited(), 6_000).retry_joins_in, None);
+    assert_eq!(s.retry_joins(1_000_000), (Vec::new(), None));
 }
 
 /// The typing line comes in parts, so that a view isolates every name.

@@ -212,7 +212,10 @@ fn every_client_frame() -> Vec<ClientFrame> {
         ClientFrame::Typing {
             room: "general".to_owned(),
         },
-        ClientFrame::Rooms,
+        ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        },
         ClientFrame::Ping,
     ];
     // Exhaustive match: adding a variant breaks the build here until it is
@@ -225,7 +228,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
             | ClientFrame::Send { .. }
             | ClientFrame::History { .. }
             | ClientFrame::Typing { .. }
-            | ClientFrame::Rooms
+            | ClientFrame::Rooms { .. }
             | ClientFrame::Ping => {}
         }
     }
@@ -276,6 +279,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
                 room: "general".to_owned(),
                 members: 12,
             }],
+            next: None,
         },
         ServerFrame::Pong,
         ServerFrame::error(ErrorCode::BadFrame, "m", Some("c-17".to_owned())),

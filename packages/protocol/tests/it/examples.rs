@@ -235,7 +235,13 @@ fn presence_keeps_empty_arrays() {
 
 #[test]
 fn rooms_request() {
-    assert_client_example(r#"{"type":"rooms"}"#, ClientFrame::Rooms);
+    assert_client_example(
+        r#"{"type":"rooms"}"#,
+        ClientFrame::Rooms {
+            cursor: None,
+            limit: None,
+        },
+    );
 }
 
 #[test]
@@ -247,6 +253,7 @@ fn rooms_response() {
                 room: "general".to_owned(),
                 members: 12,
             }],
+            next: None,
         },
     );
 }
@@ -358,5 +365,40 @@ fn every_example_of_protocol_md_is_tested_here() {
     assert!(
         checked >= 10,
         "only {checked} examples found in PROTOCOL.md"
+    );
+}
+
+// --- v1.1 --------------------------------------------------------------
+
+#[test]
+fn rooms_page_request_and_response() {
+    assert_client_example(
+        r#"{"type":"rooms","cursor":"100","limit":50}"#,
+        ClientFrame::Rooms {
+            cursor: Some("100".to_owned()),
+            limit: Some(50),
+        },
+    );
+    assert_server_example(
+        r#"{"type":"rooms","rooms":[{"room":"general","members":12}],"next":"150"}"#,
+        ServerFrame::Rooms {
+            rooms: vec![RoomInfo {
+                room: "general".to_owned(),
+                members: 12,
+            }],
+            next: Some("150".to_owned()),
+        },
+    );
+}
+
+#[test]
+fn coalesced_presence() {
+    assert_server_example(
+        r#"{"type":"presence","room":"general","joined":[{"id":"u_2","name":"bob"}],"left":[{"id":"u_3","name":"carol"}]}"#,
+        ServerFrame::Presence {
+            room: "general".to_owned(),
+            joined: vec![user("u_2", "bob")],
+            left: vec![user("u_3", "carol")],
+        },
     );
 }

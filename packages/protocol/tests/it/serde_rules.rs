@@ -63,7 +63,13 @@ fn client_frames_ignore_unknown_fields() {
                 room: "general".to_owned(),
             },
         ),
-        (r#"{"type":"rooms","filter":"gen"}"#, ClientFrame::Rooms),
+        (
+            r#"{"type":"rooms","filter":"gen"}"#,
+            ClientFrame::Rooms {
+                cursor: None,
+                limit: None,
+            },
+        ),
         (r#"{"type":"ping","nonce":7}"#, ClientFrame::Ping),
     ];
     for (text, expected) in cases {
@@ -98,6 +104,7 @@ fn server_frames_ignore_unknown_fields() {
                     room: "general".to_owned(),
                     members: 12,
                 }],
+                next: None,
             },
         ),
         (

@@ -70,6 +70,7 @@ impl Broker for RedisEngine {
                     .key(self.keys.log(room))
                     .arg(&*new_epoch())
                     .arg(self.retention.as_millis() as u64)
+                    .arg(self.presence_ttl.as_millis() as u64)
                     .invoke_async(&mut conn)
                     .await
             })

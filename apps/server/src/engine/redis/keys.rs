@@ -64,9 +64,15 @@ impl Keys {
         self.room(room, &format!("d:{user_id}:{client_id}"))
     }
 
-    /// Zset: room → latest presence expiry (for the rooms list).
+    /// Zset: room → latest presence expiry (which rooms are active).
     pub(super) fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)
+    }
+
+    /// Zset: room → minus its member count (the index a `rooms` page
+    /// reads: busiest first, ties by name).
+    pub(super) fn rooms_by_members(&self) -> String {
+        format!("{}:rooms:members", self.prefix)
     }
 
     /// String: the nonce of the process holding instance id `instance`

@@ -13,7 +13,8 @@
 //! | `P:{R}:names` | hash | user id → display name |
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
 //! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
-//! | `P:rooms` | zset | room → latest presence expiry (for the rooms list) |
+//! | `P:rooms` | zset | room → latest presence expiry (which rooms are active) |
+//! | `P:rooms:members` | zset | room → −members (the index a `rooms` page reads) |
 //! | `P:instance:{<id>}` | string | nonce of the process holding instance id `<id>` (`lua/instance.lua`), expires a presence TTL after its last renewal |
 //! | `P:{probe:<instance>}:s\|h\|x\|z\|d`, channel `…:ch` | one of each type | the readiness probe's writes (`lua/probe.lua`), expire a minute after the last probe |
 //!

@@ -8,7 +8,7 @@
 //! instance's users leave.
 
 use super::RedisEngine;
-use crate::engine::{EngineError, LocalPresence, PresenceStore};
+use crate::engine::{EngineError, LocalPresence, PresenceStore, RoomsPage};
 use async_trait::async_trait;
 use protocol::{RoomInfo, RoomName, User};
 use redis::{AsyncCommands, RedisResult, ScriptInvocation};
@@ -47,9 +47,9 @@ impl RedisEngine {
             .run(|mut conn| async move {
                 let mut join = self.scripts.presence_join.prepare_invoke();
                 self.presence_join_args(&mut join, room, user);
-                let _: i64 = join.invoke_async(&mut conn).await?;
+                let members: u64 = join.invoke_async(&mut conn).await?;
                 let mut touch = self.scripts.rooms_index.prepare_invoke();
-                self.rooms_touch_args(&mut touch, room);
+                self.rooms_touch_args(&mut touch, room, members);
                 touch.invoke_async::<i64>(&mut conn).await
             })
             .await?;
@@ -71,18 +71,26 @@ impl RedisEngine {
             .arg(self.retention.as_millis() as u64);
     }
 
-    /// `lua/rooms_index.lua touch`: the room is active for one more TTL.
-    fn rooms_touch_args(&self, touch: &mut ScriptInvocation<'_>, room: &RoomName) {
+    /// `lua/rooms_index.lua touch`: the room is active for one more TTL
+    /// with `members` members (0: it is not).
+    fn rooms_touch_args(&self, touch: &mut ScriptInvocation<'_>, room: &RoomName, members: u64) {
         touch
             .key(self.keys.rooms())
+            .key(self.keys.rooms_by_members())
             .arg("touch")
             .arg(room.as_str())
-            .arg(self.presence_ttl.as_millis() as u64);
+            .arg(self.presence_ttl.as_millis() as u64)
+            .arg(members);
     }
 
     /// Runs a pipeline made with `ignore_errors`, counting its commands and
     /// failures (a failed round trip counts as one failure) in `failures`.
-    async fn run_pipeline(&self, pipe: &redis::Pipeline, failures: &mut Failures) {
+    /// Returns each command's answer (none if the round trip failed).
+    async fn run_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+        failures: &mut Failures,
+    ) -> Vec<RedisResult<redis::Value>> {
         let results: Result<Vec<RedisResult<redis::Value>>, EngineError> = self
             .commands
             .run(|mut conn| async move { pipe.query_async(&mut conn).await })
@@ -94,10 +102,12 @@ impl RedisEngine {
                     failures.failed += 1;
                     failures.first.get_or_insert_with(|| e.to_string());
                 }
+                results
             }
             Err(e) => {
                 failures.failed += 1;
                 failures.first.get_or_insert_with(|| e.to_string());
+                Vec::new()
             }
         }
     }
@@ -132,7 +142,8 @@ impl PresenceStore for RedisEngine {
     async fn leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
         self.commands
             .run(|mut conn| async move {
-                self.scripts
+                let members: u64 = self
+                    .scripts
                     .presence_leave
                     .key(self.keys.users(room))
                     .key(self.keys.names(room))
@@ -140,16 +151,20 @@ impl PresenceStore for RedisEngine {
                     .arg(&user.id)
                     .arg(&self.instance)
                     .arg(self.keys.channel(room))
-                    .invoke_async::<i64>(&mut conn)
-                    .await
+                    .invoke_async(&mut conn)
+                    .await?;
+                let mut touch = self.scripts.rooms_index.prepare_invoke();
+                self.rooms_touch_args(&mut touch, room, members);
+                touch.invoke_async::<i64>(&mut conn).await
             })
             .await?;
         Ok(())
     }
 
-    /// Pipelined: [`REFRESH_BATCH`] users per round trip (each: the join
-    /// script and the rooms index), then one round trip of sweeps per batch
-    /// of rooms. A failed entry or batch does not stop the others; the
+    /// Pipelined: [`REFRESH_BATCH`] users per round trip (the join
+    /// script), then one round trip of sweeps per batch of rooms (each
+    /// answers the room's live member count), then the rooms index with
+    /// those counts. A failed entry or batch does not stop the others; the
     /// error reports how many failed.
     async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError> {
         match self.claim_instance().await {
@@ -172,15 +187,11 @@ impl PresenceStore for RedisEngine {
         for batch in entries.chunks(REFRESH_BATCH) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors()
-                .load_script(&self.scripts.presence_join)
-                .load_script(&self.scripts.rooms_index);
+                .load_script(&self.scripts.presence_join);
             for (room, user) in batch {
                 let mut join = self.scripts.presence_join.prepare_invoke();
                 self.presence_join_args(&mut join, room, user);
                 pipe.invoke_script(&join);
-                let mut touch = self.scripts.rooms_index.prepare_invoke();
-                self.rooms_touch_args(&mut touch, room);
-                pipe.invoke_script(&touch);
             }
             self.run_pipeline(&pipe, &mut failures).await;
         }
@@ -198,10 +209,37 @@ impl PresenceStore for RedisEngine {
                     .arg(self.keys.channel(room));
                 pipe.invoke_script(&sweep);
             }
+            let answers = self.run_pipeline(&pipe, &mut failures).await;
+            // The sweeps' answers are the last ones (before them: the
+            // SCRIPT LOAD's, if the pipeline answers it).
+            let sweeps = &answers[answers.len().saturating_sub(batch.len())..];
+            let counts: Vec<(&RoomName, u64)> = batch
+                .iter()
+                .zip(sweeps)
+                .filter_map(|(room, answer)| match answer {
+                    Ok(v) => <u64 as redis::FromRedisValue>::from_redis_value_ref(v)
+                        .ok()
+                        .map(|n| (*room, n)),
+                    Err(_) => None,
+                })
+                .collect();
+            if counts.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors().load_script(&self.scripts.rooms_index);
+            for (room, members) in counts {
+                let mut touch = self.scripts.rooms_index.prepare_invoke();
+                self.rooms_touch_args(&mut touch, room, members);
+                pipe.invoke_script(&touch);
+            }
             self.run_pipeline(&pipe, &mut failures).await;
         }
         let mut expire = self.scripts.rooms_index.prepare_invoke();
-        expire.key(self.keys.rooms()).arg("expire");
+        expire
+            .key(self.keys.rooms())
+            .key(self.keys.rooms_by_members())
+            .arg("expire");
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
             .load_script(&self.scripts.rooms_index)
@@ -231,40 +269,26 @@ impl PresenceStore for RedisEngine {
             .collect())
     }
 
-    async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
-        let counted: Vec<(String, u64)> = self
+    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
+        // One more than the page: whether more follow.
+        let stop = start.saturating_add(limit) as isize;
+        let scored: Vec<(String, f64)> = self
             .commands
             .run(|mut conn| async move {
-                // The store's clock, as the scripts that wrote the expiries.
-                let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-                let now = secs * 1000 + micros / 1000;
-                let names: Vec<String> = conn.zrangebyscore(self.keys.rooms(), now, "+inf").await?;
-                let rooms: Vec<RoomName> = names
-                    .iter()
-                    .filter_map(|n| RoomName::parse(n).ok())
-                    .collect();
-                // One round trip for every room's count, not one per room.
-                let mut pipe = redis::pipe();
-                for room in &rooms {
-                    pipe.zcount(self.keys.users(room), now, "+inf");
-                }
-                let counts: Vec<u64> = if rooms.is_empty() {
-                    Vec::new()
-                } else {
-                    pipe.query_async(&mut conn).await?
-                };
-                Ok(rooms
-                    .into_iter()
-                    .map(RoomName::into_string)
-                    .zip(counts)
-                    .collect())
+                conn.zrange_withscores(self.keys.rooms_by_members(), start as isize, stop)
+                    .await
             })
             .await?;
-        Ok(counted
+        let more = scored.len() > limit;
+        let rooms = scored
             .into_iter()
-            .filter(|(_, members)| *members > 0)
-            .map(|(room, members)| RoomInfo { room, members })
-            .collect())
+            .take(limit)
+            .map(|(room, score)| RoomInfo {
+                room,
+                members: (-score).max(0.0) as u64,
+            })
+            .collect();
+        Ok(RoomsPage { rooms, more })
     }
 
     async fn claim_instance(&self) -> Result<bool, EngineError> {

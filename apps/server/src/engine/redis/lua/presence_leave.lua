@@ -3,7 +3,7 @@
 -- clock).
 -- KEYS[1] users zset  KEYS[2] names hash  KEYS[3] the user's hash
 -- ARGV[1] user id  ARGV[2] instance  ARGV[3] channel
--- Returns 1 when the user left.
+-- Returns the room's live member count after it.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HDEL', KEYS[3], ARGV[2])
@@ -15,13 +15,12 @@ end
 if latest > now then
   redis.call('ZADD', KEYS[1], 'XX', latest, ARGV[1])
   redis.call('PEXPIREAT', KEYS[3], latest)
-  return 0
+else
+  redis.call('DEL', KEYS[3])
+  local name = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+    redis.call('PUBLISH', ARGV[3], 'p l ' .. ARGV[1] .. ' ' .. name)
+  end
 end
-redis.call('DEL', KEYS[3])
-local name = redis.call('HGET', KEYS[2], ARGV[1]) or ''
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('PUBLISH', ARGV[3], 'p l ' .. ARGV[1] .. ' ' .. name)
-return 1
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')

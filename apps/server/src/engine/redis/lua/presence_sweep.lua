@@ -3,10 +3,9 @@
 -- KEYS[1] users zset  KEYS[2] names hash
 -- ARGV[1] prefix of the users' hashes  ARGV[2] channel
 -- The users' hashes share the room's hash tag, so this stays in one slot.
--- Returns how many users left.
+-- Returns the room's live member count after the sweep.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local left = 0
 for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   local key = ARGV[1] .. uid
   local latest = 0
@@ -22,7 +21,6 @@ for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     local name = redis.call('HGET', KEYS[2], uid) or ''
     redis.call('HDEL', KEYS[2], uid)
     redis.call('PUBLISH', ARGV[2], 'p l ' .. uid .. ' ' .. name)
-    left = left + 1
   end
 end
-return left
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
