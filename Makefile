@@ -12,7 +12,7 @@ ENSURE := scripts/ensure.sh
 SITE_ROOT := $(CURDIR)/target/site
 SERVER := $(CARGO_TARGET_DIR)/release/server
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos hostile cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -62,6 +62,16 @@ chaos: build-release
 	$(ENSURE) redis-server
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/chaos.sh
+
+## hostile: 1,000 honest users over two release instances while one
+## address runs each abuse pattern in turn (issue 17); prints honest
+## delivered % and p99 with and without the attacker and the instances'
+## memory after each of two rounds; writes bench/hostile.json. About 4
+## minutes; not in `make test`.
+hostile: build-release
+	$(ENSURE) redis-server
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/hostile.sh
 
 ## test: what CI runs.
 test: fmt-check lint wasm-check unit e2e compose-check

@@ -61,7 +61,7 @@ pub const DEFAULT_FRAME_COSTS: &str =
 
 /// A `joined` or `history` reply costs one more unit per this many bytes
 /// it carries, so a replay costs by its size.
-pub const DEFAULT_REPLY_BYTES_PER_UNIT: usize = 16 * 1024;
+pub const DEFAULT_REPLY_BYTES_PER_UNIT: usize = 4 * 1024;
 
 /// Default bound of a `joined` or `history` reply, in bytes of JSON: the
 /// newest messages that fit (at least one) are sent, and the client

@@ -42,6 +42,15 @@ pub(crate) struct HostileArgs {
     /// servers forget idle buckets and rooms meanwhile).
     #[arg(long, default_value_t = 15)]
     settle: u64,
+    /// Times the whole list of patterns runs: the servers' memory is read
+    /// after each round, so a second round that ends where the first did
+    /// shows memory flat (the first one's growth is the allocator keeping
+    /// what it was given, not a leak).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// The abuse patterns to run, in order (default: every one).
+    #[arg(long, value_delimiter = ',', default_values_t = PATTERNS.iter().map(|p| p.to_string()))]
+    patterns: Vec<String>,
     /// PIDs of the server processes whose resident memory is read.
     #[arg(long, value_delimiter = ',', required = true)]
     pids: Vec<u32>,
@@ -117,7 +126,16 @@ pub(crate) async fn run(
     let warmup = 2_000_000u64;
     let phase_us = args.phase * 1_000_000;
     let start = now_us() + warmup;
-    let n_phases = 2 + PATTERNS.len();
+    for p in &args.patterns {
+        if !PATTERNS.contains(&p.as_str()) {
+            bail!("unknown pattern {p:?}; known: {}", PATTERNS.join(", "));
+        }
+    }
+    let patterns: Vec<String> = (0..args.rounds.max(1))
+        .flat_map(|_| args.patterns.iter().cloned())
+        .collect();
+    let per_round = args.patterns.len();
+    let n_phases = 2 + patterns.len();
     let bounds: Vec<u64> = (0..=n_phases as u64)
         .map(|k| start + k * phase_us)
         .collect();
@@ -201,43 +219,41 @@ pub(crate) async fn run(
     wait_until(phases.bounds[1]).await;
     let rss_before = rss(&args.pids)?;
     let mut attacks = Vec::new();
-    for (k, pattern) in PATTERNS.iter().enumerate() {
+    let exe = std::env::current_exe()?;
+    let mut rss_rounds = Vec::new();
+    for (k, pattern) in patterns.iter().enumerate() {
         eprintln!("attack: {pattern}");
-        let until =
-            Instant::now() + Duration::from_micros(phases.bounds[k + 2].saturating_sub(now_us()));
-        let tally = Arc::new(Attack::default());
-        let mut workers = Vec::new();
-        for w in 0..args.attacker_sockets {
-            let url = urls[w % urls.len()].clone();
-            let tally = tally.clone();
-            let ip = args.attacker_ip;
-            let room = format!("h-{}", w % args.rooms);
-            let pattern = *pattern;
-            workers.push(tokio::spawn(async move {
-                while Instant::now() < until {
-                    let round = tokio::time::timeout_at(
-                        until.into(),
-                        attack(pattern, &url, ip, &room, w, &tally),
-                    )
-                    .await;
-                    if let Ok(Err(_)) = round {
-                        // Refused or closed: back off a little, as a
-                        // reconnecting script would, and go again.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }));
+        let millis = phases.bounds[k + 2].saturating_sub(now_us()) / 1000;
+        // The attacker is its own process, as it would be its own machine:
+        // its syscalls (binding and connecting thousands of sockets from
+        // one address, with ports in TIME_WAIT) must not stall the honest
+        // clients' readers, which would show up as the servers' latency.
+        let out = tokio::process::Command::new(&exe)
+            .arg("--urls")
+            .arg(urls.join(","))
+            .arg("attack")
+            .arg("--pattern")
+            .arg(pattern)
+            .arg("--millis")
+            .arg(millis.to_string())
+            .arg("--ip")
+            .arg(args.attacker_ip.to_string())
+            .arg("--sockets")
+            .arg(args.attacker_sockets.to_string())
+            .arg("--rooms")
+            .arg(args.rooms.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("the attacker process failed: {}", out.status);
         }
-        for w in workers {
-            let _ = w.await;
+        let mut tally: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        tally["round"] = (k / per_round + 1).into();
+        attacks.push(tally);
+        if (k + 1) % per_round == 0 {
+            rss_rounds.push(rss(&args.pids)?);
         }
-        attacks.push(serde_json::json!({
-            "pattern": pattern,
-            "frames": tally.frames.load(Ordering::Relaxed),
-            "rate_limited": tally.rate_limited.load(Ordering::Relaxed),
-            "other_errors": tally.other_errors.load(Ordering::Relaxed),
-            "connections": tally.connections.load(Ordering::Relaxed),
-        }));
     }
     let rss_attack_end = rss(&args.pids)?;
     for t in tasks {
@@ -267,9 +283,14 @@ pub(crate) async fn run(
             "max_ms": percentile(&lat, 1.0),
         })
     };
+    for (k, attack) in attacks.iter_mut().enumerate() {
+        let honest = summary(k + 1..k + 2);
+        attack["honest_p99_ms"] = honest["p99_ms"].clone();
+        attack["honest_delivered_pct"] = honest["delivered_pct"].clone();
+    }
     let baseline = summary(0..1);
-    let attacked = summary(1..1 + PATTERNS.len());
-    let recovery = summary(1 + PATTERNS.len()..2 + PATTERNS.len());
+    let attacked = summary(1..1 + patterns.len());
+    let recovery = summary(1 + patterns.len()..2 + patterns.len());
     let ratio = attacked["p99_ms"].as_f64().unwrap_or(0.0)
         / baseline["p99_ms"].as_f64().unwrap_or(1.0).max(0.001);
     Ok(serde_json::json!({
@@ -285,9 +306,70 @@ pub(crate) async fn run(
         "attacks": attacks,
         "server_rss_kib": {
             "before_attack": rss_before,
+            "after_each_round": rss_rounds,
             "attack_end": rss_attack_end,
             "after_settle": rss_after,
         },
+    }))
+}
+
+/// The hidden `attack` mode: one pattern from one address for a while.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AttackArgs {
+    #[arg(long)]
+    pattern: String,
+    /// How long, in ms.
+    #[arg(long)]
+    millis: u64,
+    /// Source address (loopback).
+    #[arg(long)]
+    ip: Ipv4Addr,
+    #[arg(long)]
+    sockets: usize,
+    /// Honest rooms `h-0`.. to aim at.
+    #[arg(long)]
+    rooms: usize,
+}
+
+/// Runs [`AttackArgs`]: `sockets` workers repeat rounds of the pattern
+/// until the time is up; returns what they did and got.
+pub(crate) async fn attack_for(
+    urls: &[String],
+    args: &AttackArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let until = Instant::now() + Duration::from_millis(args.millis);
+    let tally = Arc::new(Attack::default());
+    let mut workers = Vec::new();
+    for w in 0..args.sockets {
+        let url = urls[w % urls.len()].clone();
+        let tally = tally.clone();
+        let ip = args.ip;
+        let room = format!("h-{}", w % args.rooms.max(1));
+        let pattern = args.pattern.clone();
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let round = tokio::time::timeout_at(
+                    until.into(),
+                    attack(&pattern, &url, ip, &room, w, &tally),
+                )
+                .await;
+                if let Ok(Err(_)) = round {
+                    // Refused or closed: back off a little, as a
+                    // reconnecting script would, and go again.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    Ok(serde_json::json!({
+        "pattern": args.pattern,
+        "frames": tally.frames.load(Ordering::Relaxed),
+        "rate_limited": tally.rate_limited.load(Ordering::Relaxed),
+        "other_errors": tally.other_errors.load(Ordering::Relaxed),
+        "connections": tally.connections.load(Ordering::Relaxed),
     }))
 }
 

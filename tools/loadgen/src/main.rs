@@ -95,6 +95,10 @@ enum Mode {
     /// pattern in turn: honest delivered % and p99 with and without the
     /// attacker, and the servers' memory before, during and after.
     Hostile(hostile::HostileArgs),
+    /// One abuse pattern from one address (what `hostile` runs in a child
+    /// process); prints its tally as JSON.
+    #[command(hide = true)]
+    Attack(hostile::AttackArgs),
     /// Hold connections and report server memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -726,8 +730,22 @@ fn print_table(label: &str, v: &serde_json::Value) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Errors are part of a load (refused frames, closed sockets, the
+    // `hostile` mode's attacker): with RUST_BACKTRACE set, anyhow would
+    // capture a backtrace for each, and the unwinder's global lock stalled
+    // this program's readers by tens of ms (perf: `_Unwind_Find_FDE`),
+    // which showed up as the servers' latency. Set before any thread runs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     SOURCE_IPS.set(cli.source_ips).expect("set once");
     let result = match cli.mode {
@@ -754,6 +772,11 @@ async fn main() -> anyhow::Result<()> {
         Mode::Churn(args) => churn::run(&cli.urls, &args).await?,
         Mode::Steady(args) => steady::run(&cli.urls, &args).await?,
         Mode::Hostile(args) => hostile::run(&cli.urls, cli.source_ips, &args).await?,
+        Mode::Attack(args) => {
+            // Only the tally, on stdout: the parent reads it.
+            println!("{}", hostile::attack_for(&cli.urls, &args).await?);
+            return Ok(());
+        }
         Mode::Idle {
             connections,
             rooms,
