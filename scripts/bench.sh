@@ -13,41 +13,11 @@ server=${SERVER_BIN:?SERVER_BIN: path of the release server binary}
 loadgen=${LOADGEN_BIN:?LOADGEN_BIN: path of the release loadgen binary}
 work=$(mktemp -d)
 mkdir -p bench
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
-  --appendonly no --logfile "$work/redis.log" &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-urls=()
-server_pids=()
-for name in bench-a bench-b; do
-  port=$(free_port)
-  "$server" --bind 127.0.0.1 --port "$port" --instance-id "$name" \
-    --redis-url "redis://127.0.0.1:$redis_port" --session-secret bench-secret-0123456789 \
-    --rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000 \
-    --user-rate-per-sec 100000 --user-rate-burst 100000 \
-    --address-rate-per-sec 1000000 --address-rate-burst 1000000 \
-    --log warn &
-  pid=$!
-  pids+=($pid); server_pids+=($pid)
-  urls+=("ws://127.0.0.1:$port/ws")
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-done
-joined_urls=$(IFS=,; echo "${urls[*]}")
-joined_pids=$(IFS=,; echo "${server_pids[*]}")
+. scripts/instances.sh
+start_instances bench "$server" \
+  --rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000 \
+  --user-rate-per-sec 100000 --user-rate-burst 100000 \
+  --address-rate-per-sec 1000000 --address-rate-burst 1000000
 echo "bench: redis :$redis_port, instances ${urls[*]} (rate limit raised to 100000/s for synthetic load)"
 
 lines=$work/results.jsonl

@@ -139,8 +139,8 @@ pub(crate) fn Benchmarks() -> impl IntoView {
         <p class="docs-lead">
             "Figures from " <code>"make bench"</code> ": a redis-server and two release instances "
             "on one machine, driven by " <code>"tools/loadgen"</code> ". The instances run with the "
-            "per-connection rate limit raised, because synthetic senders may go faster than a "
-            "person. " <code>"make bench"</code> " writes " <code>"bench/results.json"</code>
+            "rate limits raised (per connection, user and address), because synthetic senders go "
+            "faster than a person and all come from one address. " <code>"make bench"</code> " writes " <code>"bench/results.json"</code>
             " (rendered here) and " <code>"bench/results.svg"</code> "; run it to reproduce them."
         </p>
         <p>{measured}</p>

@@ -309,12 +309,11 @@ impl Costs {
         // One lock at a time, always users before addresses.
         {
             let mut users = self.users.map.lock().expect("bucket lock");
-            sweep(&mut users, now);
             // Looked up before inserting: no allocation for a known user.
             if !users.buckets.contains_key(user) {
                 users.buckets.insert(user.to_owned(), Bucket::new(now));
             }
-            let bucket = users.buckets.get_mut(user).expect("inserted above");
+            let bucket = users.bucket(user, now);
             if !debt && !bucket.holds(self.users.rate, units, now) {
                 return Err(Refusal {
                     bucket: Limited::User,
@@ -322,11 +321,11 @@ impl Costs {
                 });
             }
             let mut addresses = self.addresses.map.lock().expect("bucket lock");
-            sweep(&mut addresses, now);
-            let address = addresses
+            addresses
                 .buckets
                 .entry(payer.address)
-                .or_insert_with(|| Bucket::new(now));
+                .or_insert(Bucket::new(now));
+            let address = addresses.bucket(&payer.address, now);
             if !debt && !address.holds(self.addresses.rate, units, now) {
                 return Err(Refusal {
                     bucket: Limited::Address,
@@ -350,11 +349,8 @@ impl Costs {
         }
         let now = Instant::now();
         let mut addresses = self.addresses.map.lock().expect("bucket lock");
-        sweep(&mut addresses, now);
-        let bucket = addresses
-            .buckets
-            .entry(address)
-            .or_insert_with(|| Bucket::new(now));
+        addresses.buckets.entry(address).or_insert(Bucket::new(now));
+        let bucket = addresses.bucket(&address, now);
         if !bucket.holds(self.addresses.rate, units, now) {
             return Err(Refusal {
                 bucket: Limited::Address,
@@ -372,13 +368,24 @@ impl Costs {
     }
 }
 
-fn sweep<K: Hash + Eq>(map: &mut Swept<K>, now: Instant) {
-    if now.saturating_duration_since(map.swept) >= SWEEP_EVERY {
-        map.buckets.retain(|_, b| !b.is_full(now));
-        if map.buckets.capacity() > 2 * map.buckets.len() + 64 {
-            map.buckets.shrink_to_fit();
+impl<K: Hash + Eq> Swept<K> {
+    /// The bucket of `key` (present: the caller inserted it), after
+    /// forgetting the full buckets if a sweep is due. `key` itself was
+    /// just inserted or used, so it is never the one swept.
+    fn bucket<Q>(&mut self, key: &Q, now: Instant) -> &mut Bucket
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
+            self.buckets
+                .retain(|k, b| k.borrow() == key || !b.is_full(now));
+            if self.buckets.capacity() > 2 * self.buckets.len() + 64 {
+                self.buckets.shrink_to_fit();
+            }
+            self.swept = now;
         }
-        map.swept = now;
+        self.buckets.get_mut(key).expect("the caller inserted it")
     }
 }
 

@@ -313,15 +313,27 @@ impl Hub {
         }
     }
 
-    /// Publishes `msg` in `room`, telling the broker the newest position
-    /// this instance has seen of the room (so a store that lost history is
-    /// caught on publish). A publish answered in another epoch than the one
-    /// seen starts the room's catch-up, which resets the room if the epoch
-    /// indeed changed (its announcement may be lost with the transport).
+    /// Tells the store that `user` left `room` here (logged if it fails:
+    /// the entry then expires).
     async fn leave_presence(&self, room: &RoomName, user: &User) {
         if let Err(e) = self.store.leave(room, user).await {
             tracing::warn!(room = %room, error = %e, "presence leave failed; it expires instead");
         }
+    }
+
+    /// Waits the delay `pick` reads from the hub (cut short when the
+    /// instance stops), then gives the hub back if it is still there: the
+    /// first step of the presence tasks, which hold the hub weakly.
+    async fn after(hub: Weak<Hub>, pick: fn(&Hub) -> Duration) -> Option<Arc<Hub>> {
+        let (delay, stop) = {
+            let h = hub.upgrade()?;
+            (pick(&h), h.stop.clone())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        hub.upgrade()
     }
 
     /// The grace of a leaving user: after `--presence-grace-ms` (at once if
@@ -329,15 +341,9 @@ impl Hub {
     /// theirs is in the room here again. A user back on another instance
     /// meanwhile is present there, so the store announces nothing either.
     async fn leave_after_grace(hub: Weak<Hub>, room: RoomName, user: Arc<User>) {
-        let (grace, stop) = match hub.upgrade() {
-            Some(h) => (h.presence.grace, h.stop.clone()),
-            None => return,
+        let Some(hub) = Hub::after(hub, |h| h.presence.grace).await else {
+            return;
         };
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(grace) => {}
-        }
-        let Some(hub) = hub.upgrade() else { return };
         let back = {
             let rooms = hub.rooms.lock().expect("hub lock");
             rooms
@@ -349,6 +355,11 @@ impl Hub {
         }
     }
 
+    /// Publishes `msg` in `room`, telling the broker the newest position
+    /// this instance has seen of the room (so a store that lost history is
+    /// caught on publish). A publish answered in another epoch than the one
+    /// seen starts the room's catch-up, which resets the room if the epoch
+    /// indeed changed (its announcement may be lost with the transport).
     pub(crate) async fn publish(
         &self,
         room: &RoomName,
@@ -550,15 +561,9 @@ impl Hub {
     /// The end of a room's presence window (at once if the instance stops):
     /// its changes go out as one frame.
     async fn flush_presence(hub: Weak<Hub>, room: RoomName) {
-        let (window, stop) = match hub.upgrade() {
-            Some(h) => (h.presence.window, h.stop.clone()),
-            None => return,
+        let Some(hub) = Hub::after(hub, |h| h.presence.window).await else {
+            return;
         };
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(window) => {}
-        }
-        let Some(hub) = hub.upgrade() else { return };
         let pending = {
             let mut rooms = hub.rooms.lock().expect("hub lock");
             rooms.get_mut(&room).and_then(|r| r.presence.take())
