@@ -26,6 +26,8 @@ pub struct Args {
     pub port: u16,
 
     /// Redis/Valkey URL (`redis://` or `rediss://`, with password or ACL user).
+    /// A Redis Cluster is detected (the node reports `cluster_enabled`);
+    /// several seed nodes of one may be given, comma-separated.
     /// Unset: the in-process engine, for a single instance.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -276,7 +278,8 @@ pub struct Config {
 /// Where the Redis engine connects.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    pub url: String,
+    /// Seed URLs: one for a single Redis, one or more nodes of a cluster.
+    pub urls: Vec<String>,
     pub ca_cert: Option<PathBuf>,
     pub key_prefix: String,
 }
@@ -372,10 +375,22 @@ impl Args {
         }
         let redis = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(ConfigError(
-                        "--redis-url must start with redis:// or rediss://".into(),
-                    ));
+                let urls: Vec<String> = url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                // The URL is not echoed: it may hold a password.
+                if let Some(n) = urls
+                    .iter()
+                    .position(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+                {
+                    return Err(ConfigError(format!(
+                        "--redis-url must start with redis:// or rediss:// (seed {} of {} does not)",
+                        n + 1,
+                        urls.len()
+                    )));
                 }
                 if self.session_secret.is_none() {
                     return Err(ConfigError(
@@ -386,7 +401,7 @@ impl Args {
                     ));
                 }
                 Some(RedisConfig {
-                    url,
+                    urls,
                     ca_cert: self.redis_ca_cert,
                     key_prefix: self.redis_key_prefix,
                 })

@@ -4,7 +4,7 @@
 
 use super::{Connection, End, JoinedRoom};
 use crate::codec::{self, DecodeError, Decoded};
-use crate::engine::{now_ms, Publication};
+use crate::engine::{now_ms, Publication, RoomsCursor};
 use crate::hub::Member;
 use crate::metrics as m;
 use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, ROOMS_PAGE_MAX};
@@ -184,10 +184,10 @@ impl Connection {
 
     /// One page of the active rooms (PROTOCOL.md v1.1 "Bounds").
     async fn list_rooms(&mut self, cursor: Option<String>, limit: Option<u64>) -> Result<(), End> {
-        let start = match cursor.as_deref().map(str::parse::<usize>) {
-            None => 0,
-            Some(Ok(start)) => start,
-            Some(Err(_)) => {
+        let after = match cursor.as_deref().map(RoomsCursor::parse) {
+            None => None,
+            Some(Some(after)) => Some(after),
+            Some(None) => {
                 return self
                     .error(
                         ErrorCode::BadFrame,
@@ -198,9 +198,12 @@ impl Connection {
             }
         };
         let limit = limit.unwrap_or(ROOMS_PAGE_MAX).clamp(1, ROOMS_PAGE_MAX) as usize;
-        match self.ctx.hub.rooms(start, limit).await {
+        match self.ctx.hub.rooms(after.as_ref(), limit).await {
             Ok(page) => {
-                let next = page.more.then(|| (start + page.rooms.len()).to_string());
+                let next = page
+                    .more
+                    .then(|| page.rooms.last().map(|r| RoomsCursor::at(r).encode()))
+                    .flatten();
                 self.reply(&ServerFrame::Rooms {
                     rooms: page.rooms,
                     next,

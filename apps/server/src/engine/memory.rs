@@ -9,7 +9,7 @@
 
 use super::{
     new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
-    Publication, Published, RoomsPage,
+    Publication, Published, RoomsCursor, RoomsPage,
 };
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, User};
@@ -344,7 +344,11 @@ impl PresenceStore for MemoryEngine {
         Ok(())
     }
 
-    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
+    async fn rooms(
+        &self,
+        after: Option<&RoomsCursor>,
+        limit: usize,
+    ) -> Result<RoomsPage, EngineError> {
         let rooms: Vec<(RoomName, Arc<MemRoom>)> = {
             let rooms = self.rooms.lock().expect("rooms lock");
             rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -355,16 +359,20 @@ impl PresenceStore for MemoryEngine {
             .into_iter()
             .filter_map(|(name, r)| {
                 let members = r.state.lock().expect("room lock").members.len() as u64;
-                (members > 0).then(|| RoomInfo {
+                let info = RoomInfo {
                     room: name.into_string(),
                     members,
-                })
+                };
+                (members > 0 && after.is_none_or(|c| c.precedes(&info))).then_some(info)
             })
             .collect();
         active.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        let more = active.len() > start.saturating_add(limit);
-        let rooms = active.into_iter().skip(start).take(limit).collect();
-        Ok(RoomsPage { rooms, more })
+        let more = active.len() > limit;
+        active.truncate(limit);
+        Ok(RoomsPage {
+            rooms: active,
+            more,
+        })
     }
 
     async fn claim_instance(&self) -> Result<bool, EngineError> {

@@ -216,10 +216,15 @@ pub(crate) trait PresenceStore: Send + Sync + 'static {
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError>;
 
     /// One page of the rooms with at least one member on any instance, with
-    /// member counts, the busiest first and ties by name: `limit` rooms
-    /// from the `start`-th. Reads one index, not every room. Counts may lag
-    /// the truth by up to one presence refresh.
-    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError>;
+    /// member counts, the busiest first and ties by name ([`RoomsCursor`]'s
+    /// order): `limit` rooms after `after` (from the first when `None`).
+    /// Reads an index, not every room. Counts may lag the truth by up to
+    /// one presence refresh.
+    async fn rooms(
+        &self,
+        after: Option<&RoomsCursor>,
+        limit: usize,
+    ) -> Result<RoomsPage, EngineError>;
 
     /// Claims this instance's id for one presence TTL, or renews the claim
     /// (presence entries are keyed by the id: two live processes sharing
@@ -239,6 +244,51 @@ pub(crate) struct RoomsPage {
     pub(crate) rooms: Vec<RoomInfo>,
     /// More rooms follow this page.
     pub(crate) more: bool,
+}
+
+/// A place in the rooms order: more members first, then by name (byte
+/// order). A page read after a cursor starts with the first room past it,
+/// so a page never depends on how many rooms came before it (a keyset, not
+/// an offset: an index partitioned over Redis Cluster slots is merged
+/// page by page). On the wire (`rooms.next`, PROTOCOL.md v1.1 "Bounds")
+/// it is `<members>:<room>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RoomsCursor {
+    pub(crate) members: u64,
+    pub(crate) room: String,
+}
+
+impl RoomsCursor {
+    /// The cursor just past `info`.
+    pub(crate) fn at(info: &RoomInfo) -> RoomsCursor {
+        RoomsCursor {
+            members: info.members,
+            room: info.room.clone(),
+        }
+    }
+
+    /// `<members>:<room>`; `None` for anything else (a room name that is
+    /// not valid, a count that is not a number).
+    pub(crate) fn parse(text: &str) -> Option<RoomsCursor> {
+        let (members, room) = text.split_once(':')?;
+        if members.is_empty() || !members.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(RoomsCursor {
+            members: members.parse().ok()?,
+            room: RoomName::parse(room).ok()?.into_string(),
+        })
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        format!("{}:{}", self.members, self.room)
+    }
+
+    /// Whether `info` comes after this cursor in the rooms order.
+    pub(crate) fn precedes(&self, info: &RoomInfo) -> bool {
+        (std::cmp::Reverse(info.members), info.room.as_str())
+            > (std::cmp::Reverse(self.members), self.room.as_str())
+    }
 }
 
 /// A fresh epoch: 16 random hex digits, so a restarted process or a wiped

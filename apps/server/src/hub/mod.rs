@@ -38,7 +38,7 @@ use self::room::{Delivery, LocalRoom, PendingPresence};
 use crate::codec::encode;
 use crate::engine::{
     self, Broker, EngineError, EngineEvent, LocalPresence, PresenceStore, Publication, Published,
-    Recovery, RecoveryLimits, RoomsPage,
+    Recovery, RecoveryLimits, RoomsCursor, RoomsPage,
 };
 use crate::metrics as m;
 use crate::outbox::{Outbound, Outbox};
@@ -420,8 +420,12 @@ impl Hub {
 
     /// One page of the active rooms, the busiest first: `limit` from the
     /// `start`-th.
-    pub(crate) async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
-        self.store.rooms(start, limit).await
+    pub(crate) async fn rooms(
+        &self,
+        after: Option<&RoomsCursor>,
+        limit: usize,
+    ) -> Result<RoomsPage, EngineError> {
+        self.store.rooms(after, limit).await
     }
 
     /// Whether the shared store answers (`/readyz`).

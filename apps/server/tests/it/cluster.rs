@@ -459,12 +459,25 @@ async fn rooms_pages_come_from_one_index_across_instances() {
     let want: Vec<(String, u64)> = (1..=4u64).rev().map(|k| (format!("busy{k}"), k)).collect();
     assert_eq!(crate::costs::all_rooms(&mut lister, 3).await, want);
     let mut conn = redis.conn().await;
-    let indexed: u64 = redis::cmd("ZCARD")
-        .arg("chat:rooms:members")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(indexed, 4, "one index entry per active room");
+    let mut indexed = [0u64; 3];
+    for p in 0..16 {
+        for (i, (kind, what)) in [("ZCARD", "active"), ("ZCARD", "order"), ("HLEN", "count")]
+            .into_iter()
+            .enumerate()
+        {
+            let n: u64 = redis::cmd(kind)
+                .arg(format!("chat:{{rooms:{p}}}:{what}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            indexed[i] += n;
+        }
+    }
+    assert_eq!(
+        indexed,
+        [4, 4, 4],
+        "one index entry per active room, over the partitions"
+    );
     // The last of busy1 leaves: the room is gone from the index.
     let last = clients.remove(0);
     last.close().await;

@@ -494,10 +494,29 @@ async fn rooms_are_listed_a_bounded_page_at_a_time_busiest_first() {
         panic!("expected rooms")
     };
     assert_eq!((rooms.len(), next), (5, None));
-    c.send(&ClientFrame::Rooms {
-        cursor: Some("not-a-cursor".into()),
-        limit: None,
-    })
-    .await;
-    c.expect_error(ErrorCode::BadFrame, None).await;
+    // Cursors name a place in the order (`<members>:<room>`): a page
+    // after one starts past it, whatever came before.
+    let (page, _) = rooms_page(&mut c, Some("3:r3".into()), 10).await;
+    assert_eq!(page, [("r2".to_owned(), 2), ("r1".to_owned(), 1)]);
+    // A place no room holds (r2 has 2 members, not 3) works the same:
+    // (3, "r2") comes before (3, "r3").
+    let (page, _) = rooms_page(&mut c, Some("3:r2".into()), 10).await;
+    let want: Vec<(String, u64)> = (1..=3u64).rev().map(|k| (format!("r{k}"), k)).collect();
+    assert_eq!(page, want);
+    for bad in [
+        "not-a-cursor",
+        "150",
+        ":r1",
+        "x:r1",
+        "3:Bad Room",
+        "-1:r1",
+        "3:",
+    ] {
+        c.send(&ClientFrame::Rooms {
+            cursor: Some(bad.into()),
+            limit: None,
+        })
+        .await;
+        c.expect_error(ErrorCode::BadFrame, None).await;
+    }
 }

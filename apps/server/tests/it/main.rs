@@ -15,6 +15,9 @@
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
 //!   Redis engine across instances (ordering, kill -9, Redis restarts and
 //!   wipes, pub/sub loss, presence expiry, TLS).
+//! - `redis_cluster`: a real local Redis Cluster (issue 12): rooms on
+//!   every master, sharded pub/sub, a slot moved under traffic, a master
+//!   killed and failed over.
 //! - `faults`: Redis misbehaving (issue 19): restores from older snapshots,
 //!   failovers, silent drops, join bursts, old servers, skewed clocks.
 
@@ -25,5 +28,6 @@ mod faults;
 mod lifecycle;
 mod limits;
 mod procs;
+mod redis_cluster;
 mod support;
 mod transport;

@@ -129,6 +129,8 @@ pub(crate) struct Redis {
     pub(crate) port: u16,
     pub(crate) password: Option<String>,
     tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
+    /// A node of a Redis Cluster ([`RedisCluster`]).
+    cluster: bool,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -174,6 +176,7 @@ impl Redis {
             port: free_port(),
             password: None,
             tls: None,
+            cluster: false,
             dir: TempDir::new("redis5"),
             child: None,
         };
@@ -190,6 +193,7 @@ impl Redis {
             port: free_port(),
             password,
             tls,
+            cluster: false,
             dir: TempDir::new("redis"),
             child: None,
         };
@@ -235,6 +239,18 @@ impl Redis {
             .arg(self.dir.path());
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
+        }
+        if self.cluster {
+            // A failed master's replica is promoted 1.5 s after it stops
+            // answering; the other masters serve their slots meanwhile.
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "1500"])
+            .args(["--cluster-require-full-coverage", "no"]);
         }
         if let Some((port, cert, key, ca)) = &self.tls {
             cmd.arg("--tls-port")
@@ -340,6 +356,262 @@ impl Redis {
             }
         }
     }
+}
+
+/// A port that is free with its Redis Cluster bus port (+10000).
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A local Redis Cluster of this test (`redis-cli --cluster create`):
+/// masters with replicas, each node on a free port with its own directory.
+pub(crate) struct RedisCluster {
+    pub(crate) nodes: Vec<Redis>,
+}
+
+/// One line of `CLUSTER SLOTS`: a slot range, its master's port and id.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotRange {
+    pub(crate) start: u16,
+    pub(crate) end: u16,
+    pub(crate) master: u16,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each and waits
+    /// until every node reports `cluster_state:ok` and knows every other.
+    pub(crate) async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let mut node = Redis {
+                bin: PathBuf::from("redis-server"),
+                port: free_cluster_port(),
+                password: None,
+                tls: None,
+                cluster: true,
+                dir: TempDir::new("cluster"),
+                child: None,
+            };
+            node.spawn().await;
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`, agrees on
+    /// the slot map, and every replica is in sync with its master.
+    pub(crate) async fn wait_ok(&self) {
+        for _ in 0..400 {
+            let mut ok = true;
+            let mut maps = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                let mut conn = node.conn().await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                ok &= info.contains("cluster_state:ok");
+                let repl: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if repl.contains("role:slave") {
+                    ok &= repl.contains("master_link_status:up");
+                }
+                maps.push(format!("{:?}", slot_ranges(&mut conn).await));
+            }
+            ok &= maps.windows(2).all(|w| w[0] == w[1]);
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Redis Cluster did not settle");
+    }
+
+    /// Seed URLs of every node, comma-separated (`--redis-url`).
+    pub(crate) fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node on `port`.
+    pub(crate) fn node(&mut self, port: u16) -> &mut Redis {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
+    }
+
+    /// A running node's connection.
+    pub(crate) async fn any_conn(&self) -> redis::aio::MultiplexedConnection {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node")
+            .conn()
+            .await
+    }
+
+    /// The slot map as a running node sees it.
+    pub(crate) async fn slots(&self) -> Vec<SlotRange> {
+        slot_ranges(&mut self.any_conn().await).await
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub(crate) async fn slot_of(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut self.any_conn().await)
+            .await
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The port of the master that owns `slot`.
+    pub(crate) async fn owner(&self, slot: u16) -> u16 {
+        self.slots()
+            .await
+            .iter()
+            .find(|r| r.start <= slot && slot <= r.end)
+            .expect("every slot is served")
+            .master
+    }
+
+    /// Moves `slot` to the master on port `to`, keys and all, as
+    /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, `MIGRATE`
+    /// in batches, then `SETSLOT NODE` on both and every other master.
+    pub(crate) async fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.owner(slot).await;
+        let conn_of = |port: u16| {
+            let node = self.nodes.iter().find(|n| n.port == port).expect("node");
+            node.conn()
+        };
+        let (mut src, mut dst) = (conn_of(from).await, conn_of(to).await);
+        let id = |mut c: redis::aio::MultiplexedConnection| async move {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async::<String>(&mut c)
+                .await
+                .expect("CLUSTER MYID")
+        };
+        let (src_id, dst_id) = (id(src.clone()).await, id(dst.clone()).await);
+        let setslot = |c: &mut redis::aio::MultiplexedConnection, how: &str, node: &str| {
+            let mut c = c.clone();
+            let (how, node) = (how.to_owned(), node.to_owned());
+            async move {
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(how)
+                    .arg(node)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .expect("CLUSTER SETSLOT")
+            }
+        };
+        setslot(&mut dst, "IMPORTING", &src_id).await;
+        setslot(&mut src, "MIGRATING", &dst_id).await;
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut src)
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut src)
+                .await
+                .expect("MIGRATE");
+        }
+        setslot(&mut dst, "NODE", &dst_id).await;
+        setslot(&mut src, "NODE", &dst_id).await;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            if node.port != from && node.port != to {
+                let mut c = node.conn().await;
+                // A replica answers an error: it learns from its master.
+                let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&dst_id)
+                    .query_async(&mut c)
+                    .await;
+            }
+        }
+    }
+}
+
+/// `CLUSTER SLOTS` as ranges with their master's port, sorted.
+async fn slot_ranges(conn: &mut redis::aio::MultiplexedConnection) -> Vec<SlotRange> {
+    let raw: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    let mut ranges: Vec<SlotRange> = raw
+        .into_iter()
+        .filter_map(|v| {
+            let redis::Value::Array(items) = v else {
+                return None;
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(n) => Some(*n),
+                _ => None,
+            };
+            let redis::Value::Array(master) = items.get(2)? else {
+                return None;
+            };
+            Some(SlotRange {
+                start: int(items.first()?)? as u16,
+                end: int(items.get(1)?)? as u16,
+                master: int(master.get(1)?)? as u16,
+            })
+        })
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    ranges
 }
 
 fn copy_dir(from: &Path, to: &Path) {

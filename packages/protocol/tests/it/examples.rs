@@ -373,20 +373,20 @@ fn every_example_of_protocol_md_is_tested_here() {
 #[test]
 fn rooms_page_request_and_response() {
     assert_client_example(
-        r#"{"type":"rooms","cursor":"100","limit":50}"#,
+        r#"{"type":"rooms","cursor":"12:general","limit":50}"#,
         ClientFrame::Rooms {
-            cursor: Some("100".to_owned()),
+            cursor: Some("12:general".to_owned()),
             limit: Some(50),
         },
     );
     assert_server_example(
-        r#"{"type":"rooms","rooms":[{"room":"general","members":12}],"next":"150"}"#,
+        r#"{"type":"rooms","rooms":[{"room":"general","members":12}],"next":"12:general"}"#,
         ServerFrame::Rooms {
             rooms: vec![RoomInfo {
                 room: "general".to_owned(),
                 members: 12,
             }],
-            next: Some("150".to_owned()),
+            next: Some("12:general".to_owned()),
         },
     );
 }

@@ -31,7 +31,7 @@ impl Broker for RedisEngine {
             .run(|mut conn| {
                 let (dedupe, stored) = (&dedupe, &stored);
                 async move {
-                    self.scripts
+                    self.scripts(&conn)
                         .publish
                         .key(self.keys.meta(room))
                         .key(self.keys.log(room))
@@ -64,7 +64,7 @@ impl Broker for RedisEngine {
         let (epoch, offset): (String, u64) = self
             .commands
             .run(|mut conn| async move {
-                self.scripts
+                self.scripts(&conn)
                     .position
                     .key(self.keys.meta(room))
                     .key(self.keys.log(room))
@@ -85,7 +85,7 @@ impl Broker for RedisEngine {
         let changed: u8 = self
             .commands
             .run(|mut conn| async move {
-                self.scripts
+                self.scripts(&conn)
                     .reset_epoch
                     .key(self.keys.meta(room))
                     .arg(lost)
@@ -162,7 +162,10 @@ impl Broker for RedisEngine {
             .run(|mut conn| {
                 let payload = &payload;
                 async move {
-                    conn.publish::<_, _, i64>(self.keys.channel(room), payload)
+                    redis::cmd(conn.publish_command())
+                        .arg(self.keys.channel(room))
+                        .arg(payload)
+                        .query_async::<i64>(&mut conn)
                         .await
                 }
             })
@@ -212,7 +215,7 @@ impl RedisEngine {
                 let (keys, channel) = (&keys, &channel);
                 async move {
                     let _now: i64 = self
-                        .scripts
+                        .scripts(&conn)
                         .probe
                         .key(&keys[..])
                         .arg(channel)

@@ -5,6 +5,26 @@
 
 use protocol::RoomName;
 
+/// Partitions of the rooms index: nothing global lives in one slot, and a
+/// `rooms` page merges one read of each.
+pub(super) const ROOMS_PARTITIONS: usize = 16;
+
+/// The rooms index's order entry of a room with `members` members: the
+/// count inverted and zero-padded, so byte order is the rooms order
+/// (`lua/rooms_index.lua` writes the same).
+pub(super) fn rooms_order_entry(members: u64, room: &str) -> String {
+    format!("{:010}:{room}", ROOMS_ORDER_TOP.saturating_sub(members))
+}
+
+/// The room and member count of an order entry.
+pub(super) fn parse_rooms_order_entry(entry: &str) -> Option<(u64, &str)> {
+    let (inverted, room) = entry.split_once(':')?;
+    Some((ROOMS_ORDER_TOP.checked_sub(inverted.parse().ok()?)?, room))
+}
+
+/// The count an order entry inverts (10 digits).
+const ROOMS_ORDER_TOP: u64 = 9_999_999_999;
+
 /// Key names of one deployment (one prefix).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
@@ -64,15 +84,27 @@ impl Keys {
         self.room(room, &format!("d:{user_id}:{client_id}"))
     }
 
-    /// Zset: room → latest presence expiry (which rooms are active).
-    pub(super) fn rooms(&self) -> String {
-        format!("{}:rooms", self.prefix)
+    /// The rooms index partition a room is listed in: one of
+    /// [`ROOMS_PARTITIONS`], by an FNV-1a hash of its name (stable across
+    /// instances and versions: it is part of the layout).
+    pub(super) fn rooms_partition(room: &RoomName) -> usize {
+        let mut hash: u32 = 0x811c_9dc5;
+        for b in room.as_str().bytes() {
+            hash ^= u32::from(b);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash as usize % ROOMS_PARTITIONS
     }
 
-    /// Zset: room → minus its member count (the index a `rooms` page
-    /// reads: busiest first, ties by name).
-    pub(super) fn rooms_by_members(&self) -> String {
-        format!("{}:rooms:members", self.prefix)
+    /// The keys of rooms index partition `p`, all in the hash tag
+    /// `{rooms:<p>}` (one slot; the partitions spread over a cluster's
+    /// masters): `[active, order, count]` — a zset room → latest presence
+    /// expiry (which rooms are active), a zset of `<10-digit
+    /// 9999999999 − members>:<room>` all scored 0 (`ZRANGEBYLEX` lists the
+    /// busiest first, ties by name) and a hash room → members (the entry to
+    /// replace when the count changes).
+    pub(super) fn rooms_index(&self, p: usize) -> [String; 3] {
+        ["active", "order", "count"].map(|what| format!("{}:{{rooms:{p}}}:{what}", self.prefix))
     }
 
     /// String: the nonce of the process holding instance id `instance`
@@ -125,6 +157,38 @@ mod tests {
             assert!(key.starts_with("chat:{general}:"), "{key}");
         }
         assert_eq!(k.dedupe(&room, "u_1", "c-1"), "chat:{general}:d:u_1:c-1");
+    }
+
+    #[test]
+    fn order_entries_sort_as_the_rooms_order() {
+        let mut entries = [
+            rooms_order_entry(2, "b"),
+            rooms_order_entry(12, "z"),
+            rooms_order_entry(2, "a"),
+            rooms_order_entry(1, "a"),
+        ];
+        entries.sort();
+        let parsed: Vec<(u64, &str)> = entries
+            .iter()
+            .map(|e| parse_rooms_order_entry(e).unwrap())
+            .collect();
+        assert_eq!(parsed, vec![(12, "z"), (2, "a"), (2, "b"), (1, "a")]);
+        assert_eq!(rooms_order_entry(12, "z"), "9999999987:z");
+    }
+
+    #[test]
+    fn rooms_partitions_are_stable_and_spread() {
+        // Part of the layout: a change would lose every listed room.
+        assert_eq!(
+            Keys::rooms_partition(&RoomName::parse("general").unwrap()),
+            11
+        );
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|i| Keys::rooms_partition(&RoomName::parse(&format!("r{i}")).unwrap()))
+            .collect();
+        assert_eq!(used.len(), ROOMS_PARTITIONS);
+        let k = Keys::new("chat");
+        assert_eq!(k.rooms_index(7)[1], "chat:{rooms:7}:order");
     }
 
     #[test]

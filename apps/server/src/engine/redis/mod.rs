@@ -12,14 +12,21 @@
 //! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms, the store's clock: `TIME` in the scripts) |
 //! | `P:{R}:names` | hash | user id → display name |
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
-//! | `P:{R}:ch` | channel | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
-//! | `P:rooms` | zset | room → latest presence expiry (which rooms are active) |
-//! | `P:rooms:members` | zset | room → −members (the index a `rooms` page reads) |
+//! | `P:{R}:ch` | channel (a shard channel on a cluster) | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
+//! | `P:{rooms:<p>}:active` | zset | room → latest presence expiry (which rooms are active), for the rooms of partition `p` (0–15, by a hash of the name) |
+//! | `P:{rooms:<p>}:order` | zset | `<9999999999 − members, 10 digits>:<room>`, all scored 0: a `rooms` page is one `ZRANGEBYLEX` per partition, merged |
+//! | `P:{rooms:<p>}:count` | hash | room → members (the order entry to replace) |
 //! | `P:instance:{<id>}` | string | nonce of the process holding instance id `<id>` (`lua/instance.lua`), expires a presence TTL after its last renewal |
 //! | `P:{probe:<instance>}:s\|h\|x\|z\|d`, channel `…:ch` | one of each type | the readiness probe's writes (`lua/probe.lua`), expire a minute after the last probe |
 //!
-//! By role: [`connections`] (the command connection and the pub/sub task,
-//! which counts subscriptions and reconnects), [`broker`] (publishing is one
+//! Nothing is global in one slot: every key above but the instance and
+//! probe keys is a room's or a rooms index partition's, so on a Redis
+//! Cluster the load spreads over the masters with the rooms.
+//!
+//! By role: [`connections`] (the seeds, one Redis or a cluster, and the
+//! command connection), [`pubsub`] (the pub/sub task, which counts
+//! subscriptions and reconnects; on a cluster it runs [`sharded`]: shard
+//! channels that follow their slot), [`broker`] (publishing is one
 //! Lua script, `lua/publish.lua`: dedupe, next offset, append, PUBLISH,
 //! atomically; history reads from the stream) and [`presence`] (per-room
 //! zsets scored by expiry, refreshed while local members are connected, so
@@ -32,21 +39,26 @@ mod broker;
 mod connections;
 mod keys;
 mod presence;
+mod pubsub;
+mod sharded;
 
-use self::connections::{Commands, PubSub};
+use self::connections::{Commands, Conn, Mode, Seeds};
 use self::keys::Keys;
+use self::pubsub::PubSub;
 use crate::config::RedisConfig;
 use crate::engine::{EngineError, EngineEvent, Publication};
 use protocol::{RoomName, User};
-use redis::{Client, IntoConnectionInfo, Script};
+use redis::Script;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The Lua scripts, loaded once (EVALSHA, then EVAL when the server does
-/// not know the script, as [`redis::Script`] does).
+/// The Lua scripts, loaded once per server (EVALSHA, then EVAL when the
+/// server does not know the script, as [`redis::Script`] does). Each
+/// publishes with the command its first line names (`PUBLISH`, or
+/// `SPUBLISH` on a cluster: [`Scripts::new`]).
 struct Scripts {
     publish: Script,
     position: Script,
@@ -58,6 +70,31 @@ struct Scripts {
     rooms_index: Script,
     probe: Script,
     instance: Script,
+}
+
+impl Scripts {
+    /// The scripts for `mode`: each source gets `local PUBLISH = '…'`
+    /// prepended on its first line (a comment in every file), so the
+    /// line numbers Redis reports stay those of the files.
+    fn new(mode: Mode) -> Scripts {
+        let publish = match mode {
+            Mode::Single => "PUBLISH",
+            Mode::Cluster => "SPUBLISH",
+        };
+        let script = |source: &str| Script::new(&format!("local PUBLISH = '{publish}' {source}"));
+        Scripts {
+            publish: script(include_str!("lua/publish.lua")),
+            position: script(include_str!("lua/position.lua")),
+            reset_epoch: script(include_str!("lua/reset_epoch.lua")),
+            presence_join: script(include_str!("lua/presence_join.lua")),
+            presence_leave: script(include_str!("lua/presence_leave.lua")),
+            presence_sweep: script(include_str!("lua/presence_sweep.lua")),
+            members: script(include_str!("lua/members.lua")),
+            rooms_index: script(include_str!("lua/rooms_index.lua")),
+            probe: script(include_str!("lua/probe.lua")),
+            instance: script(include_str!("lua/instance.lua")),
+        }
+    }
 }
 
 /// What the engine keeps of a room, and for how long.
@@ -77,7 +114,9 @@ pub(crate) struct RedisEngine {
     commands: Commands,
     pubsub: PubSub,
     keys: Keys,
-    scripts: Scripts,
+    /// The scripts on one Redis, and on a cluster ([`RedisEngine::scripts`]).
+    single_scripts: Scripts,
+    cluster_scripts: Scripts,
     /// This instance's id: the field of its entries in the per-user
     /// presence hashes.
     instance: String,
@@ -112,28 +151,14 @@ impl RedisEngine {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Arc<RedisEngine>, EngineError> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| EngineError::Internal(format!("invalid Redis URL: {e}")))?
-            .set_tcp_settings(connections::tcp_settings());
-        let client = match &config.ca_cert {
-            None => Client::open(info),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
+        let ca =
+            match &config.ca_cert {
+                None => None,
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
                     EngineError::Internal(format!("reading {}: {e}", path.display()))
-                })?;
-                Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-        }
-        .map_err(|e| EngineError::Internal(format!("invalid Redis URL: {e}")))?;
+                })?),
+            };
+        let seeds = Arc::new(Seeds::new(&config.urls, ca)?);
         if config.key_prefix.contains(['{', '}']) {
             return Err(EngineError::Internal(
                 "the Redis key prefix may not contain braces".into(),
@@ -142,27 +167,17 @@ impl RedisEngine {
         let keys = Keys::new(&config.key_prefix);
         Ok(Arc::new(RedisEngine {
             pubsub: PubSub::start(
-                client.clone(),
+                seeds.clone(),
                 keys.clone(),
                 keys.probe_channel(&instance),
                 events,
                 tracker,
                 stop,
             ),
-            commands: Commands::new(client),
+            commands: Commands::new(seeds),
             keys,
-            scripts: Scripts {
-                publish: Script::new(include_str!("lua/publish.lua")),
-                position: Script::new(include_str!("lua/position.lua")),
-                reset_epoch: Script::new(include_str!("lua/reset_epoch.lua")),
-                presence_join: Script::new(include_str!("lua/presence_join.lua")),
-                presence_leave: Script::new(include_str!("lua/presence_leave.lua")),
-                presence_sweep: Script::new(include_str!("lua/presence_sweep.lua")),
-                members: Script::new(include_str!("lua/members.lua")),
-                rooms_index: Script::new(include_str!("lua/rooms_index.lua")),
-                probe: Script::new(include_str!("lua/probe.lua")),
-                instance: Script::new(include_str!("lua/instance.lua")),
-            },
+            single_scripts: Scripts::new(Mode::Single),
+            cluster_scripts: Scripts::new(Mode::Cluster),
             instance,
             history_cap: rooms.history_cap,
             presence_ttl: rooms.presence_ttl,
@@ -171,6 +186,25 @@ impl RedisEngine {
             nonce: format!("{:016x}", rand::random::<u64>()),
             id_taken: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+}
+
+/// The pub/sub task: waits for the mode, then runs its loop.
+async fn run_pubsub(seeds: Arc<Seeds>, mut core: pubsub::Core) {
+    match pubsub::wait_for_mode(&seeds, &mut core).await {
+        None => {}
+        Some(Mode::Single) => pubsub::run_single(seeds, core).await,
+        Some(Mode::Cluster) => sharded::run(seeds, core).await,
+    }
+}
+
+impl RedisEngine {
+    /// The scripts for the server `conn` reaches.
+    fn scripts(&self, conn: &Conn) -> &Scripts {
+        match conn.mode() {
+            Mode::Single => &self.single_scripts,
+            Mode::Cluster => &self.cluster_scripts,
+        }
     }
 }
 

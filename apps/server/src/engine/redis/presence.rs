@@ -3,19 +3,27 @@
 //! by expiry on the store's clock (`TIME` inside `lua/presence_*.lua`,
 //! `lua/members.lua`, `lua/rooms_index.lua`), so instances whose clocks
 //! disagree still agree on who is present. Entries are refreshed by
-//! the hub every third of `--presence-ttl-ms` (pipelined, in batches), and
-//! swept by every instance with members in the room, so a crashed
-//! instance's users leave.
+//! the hub every third of `--presence-ttl-ms`, and swept by every instance
+//! with members in the room, so a crashed instance's users leave.
+//!
+//! Every script touches one room's slot (or one rooms index partition's),
+//! so a refresh is many small commands, not one pipeline: a pipeline must
+//! stay in one slot on a cluster. They run [`REFRESH_CONCURRENCY`] at a
+//! time on the multiplexed connection, which writes them back to back.
 
+use super::keys::{self, Keys, ROOMS_PARTITIONS};
 use super::RedisEngine;
-use crate::engine::{EngineError, LocalPresence, PresenceStore, RoomsPage};
+use crate::engine::{EngineError, LocalPresence, PresenceStore, RoomsCursor, RoomsPage};
 use async_trait::async_trait;
+use futures_util::{stream, StreamExt};
 use protocol::{RoomInfo, RoomName, User};
-use redis::{AsyncCommands, RedisResult, ScriptInvocation};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 
-/// Presence entries (or rooms) per pipelined round trip of a refresh.
-const REFRESH_BATCH: usize = 500;
+/// Commands of a refresh in flight at once.
+const REFRESH_CONCURRENCY: usize = 256;
+/// Users swept per script call (each one's hash is a declared key).
+const SWEEP_BATCH: usize = 100;
 
 impl RedisEngine {
     /// `lua/instance.lua` with `op` (`claim` or `release`).
@@ -26,7 +34,7 @@ impl RedisEngine {
             .run(|mut conn| {
                 let key = &key;
                 async move {
-                    self.scripts
+                    self.scripts(&conn)
                         .instance
                         .key(key)
                         .arg(&self.nonce)
@@ -41,76 +49,153 @@ impl RedisEngine {
     }
 
     /// Marks `user` present in `room` through this instance for one TTL
-    /// (also the refresh), and the room active in the rooms index.
-    async fn mark_present(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
+    /// (also the refresh); answers the room's live member count.
+    async fn mark_present(&self, room: &RoomName, user: &User) -> Result<u64, EngineError> {
         self.commands
             .run(|mut conn| async move {
-                let mut join = self.scripts.presence_join.prepare_invoke();
-                self.presence_join_args(&mut join, room, user);
-                let members: u64 = join.invoke_async(&mut conn).await?;
-                let mut touch = self.scripts.rooms_index.prepare_invoke();
-                self.rooms_touch_args(&mut touch, room, members);
-                touch.invoke_async::<i64>(&mut conn).await
+                self.scripts(&conn)
+                    .presence_join
+                    .key(self.keys.users(room))
+                    .key(self.keys.names(room))
+                    .key(self.keys.user(room, &user.id))
+                    .key(self.keys.meta(room))
+                    .key(self.keys.log(room))
+                    .arg(&user.id)
+                    .arg(&self.instance)
+                    .arg(self.presence_ttl.as_millis() as u64)
+                    .arg(&user.name)
+                    .arg(self.keys.channel(room))
+                    .arg(self.retention.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// `lua/rooms_index.lua touch`: the room is active for one more TTL
+    /// with `members` members (0: it is not), in its partition.
+    async fn rooms_touch(&self, room: &RoomName, members: u64) -> Result<(), EngineError> {
+        let keys = self.keys.rooms_index(Keys::rooms_partition(room));
+        self.commands
+            .run(|mut conn| {
+                let keys = &keys;
+                async move {
+                    self.scripts(&conn)
+                        .rooms_index
+                        .key(&keys[..])
+                        .arg("touch")
+                        .arg(room.as_str())
+                        .arg(self.presence_ttl.as_millis() as u64)
+                        .arg(members)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
             })
             .await?;
         Ok(())
     }
 
-    /// Keys and arguments of `lua/presence_join.lua` for `user` in `room`.
-    fn presence_join_args(&self, join: &mut ScriptInvocation<'_>, room: &RoomName, user: &User) {
-        join.key(self.keys.users(room))
-            .key(self.keys.names(room))
-            .key(self.keys.user(room, &user.id))
-            .key(self.keys.meta(room))
-            .key(self.keys.log(room))
-            .arg(&user.id)
-            .arg(&self.instance)
-            .arg(self.presence_ttl.as_millis() as u64)
-            .arg(&user.name)
-            .arg(self.keys.channel(room))
-            .arg(self.retention.as_millis() as u64);
+    /// `lua/presence_sweep.lua` on `room`: its users whose every instance
+    /// stopped refreshing leave. Answers the room's live member count.
+    async fn sweep(&self, room: &RoomName) -> Result<u64, EngineError> {
+        let (count, expired) = self.sweep_look(room, &[]).await?;
+        if expired.is_empty() {
+            return Ok(count);
+        }
+        let mut count = count;
+        for batch in expired.chunks(SWEEP_BATCH) {
+            count = self.sweep_look(room, batch).await?.0;
+        }
+        Ok(count)
     }
 
-    /// `lua/rooms_index.lua touch`: the room is active for one more TTL
-    /// with `members` members (0: it is not).
-    fn rooms_touch_args(&self, touch: &mut ScriptInvocation<'_>, room: &RoomName, members: u64) {
-        touch
-            .key(self.keys.rooms())
-            .key(self.keys.rooms_by_members())
-            .arg("touch")
-            .arg(room.as_str())
-            .arg(self.presence_ttl.as_millis() as u64)
-            .arg(members);
-    }
-
-    /// Runs a pipeline made with `ignore_errors`, counting its commands and
-    /// failures (a failed round trip counts as one failure) in `failures`.
-    /// Returns each command's answer (none if the round trip failed).
-    async fn run_pipeline(
+    /// One call of `lua/presence_sweep.lua`: sweeps `users` (none: the
+    /// first look) and answers the live count and, on the first look, the
+    /// expired users.
+    async fn sweep_look(
         &self,
-        pipe: &redis::Pipeline,
-        failures: &mut Failures,
-    ) -> Vec<RedisResult<redis::Value>> {
-        let results: Result<Vec<RedisResult<redis::Value>>, EngineError> = self
+        room: &RoomName,
+        users: &[String],
+    ) -> Result<(u64, Vec<String>), EngineError> {
+        let answer: Vec<redis::Value> = self
             .commands
-            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await;
-        match results {
-            Ok(results) => {
-                failures.commands += results.len();
-                for e in results.iter().filter_map(|r| r.as_ref().err()) {
-                    failures.failed += 1;
-                    failures.first.get_or_insert_with(|| e.to_string());
+            .run(|mut conn| async move {
+                let mut sweep = self.scripts(&conn).presence_sweep.prepare_invoke();
+                sweep
+                    .key(self.keys.users(room))
+                    .key(self.keys.names(room))
+                    .arg(self.keys.channel(room));
+                for user in users {
+                    sweep.key(self.keys.user(room, user)).arg(user);
                 }
-                results
-            }
+                sweep.invoke_async(&mut conn).await
+            })
+            .await?;
+        let mut answer = answer.into_iter();
+        let count = answer
+            .next()
+            .and_then(|v| <u64 as redis::FromRedisValue>::from_redis_value(v).ok())
+            .ok_or_else(|| EngineError::Internal("presence sweep: no count".into()))?;
+        let expired = answer
+            .filter_map(|v| <String as redis::FromRedisValue>::from_redis_value(v).ok())
+            .collect();
+        Ok((count, expired))
+    }
+
+    /// `lua/rooms_index.lua expire` on every partition.
+    async fn rooms_expire(&self) -> Result<(), EngineError> {
+        let mut failures = Failures::default();
+        each(&mut failures, 0..ROOMS_PARTITIONS, |p| async move {
+            let keys = self.keys.rooms_index(p);
+            self.commands
+                .run(|mut conn| {
+                    let keys = &keys;
+                    async move {
+                        self.scripts(&conn)
+                            .rooms_index
+                            .key(&keys[..])
+                            .arg("expire")
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                    }
+                })
+                .await
+                .map(|_| ())
+        })
+        .await;
+        failures.into_result()
+    }
+}
+
+/// Runs `op` on every item, [`REFRESH_CONCURRENCY`] at a time, counting
+/// the calls and failures; answers what succeeded, by item.
+async fn each<I, T, F, Fut>(failures: &mut Failures, items: I, op: F) -> Vec<(I::Item, T)>
+where
+    I: IntoIterator,
+    I::Item: Clone,
+    F: Fn(I::Item) -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    let results: Vec<(I::Item, Result<T, EngineError>)> = stream::iter(items)
+        .map(|item| {
+            let call = op(item.clone());
+            async move { (item, call.await) }
+        })
+        .buffer_unordered(REFRESH_CONCURRENCY)
+        .collect()
+        .await;
+    let mut done = Vec::with_capacity(results.len());
+    for (item, result) in results {
+        failures.commands += 1;
+        match result {
+            Ok(v) => done.push((item, v)),
             Err(e) => {
                 failures.failed += 1;
                 failures.first.get_or_insert_with(|| e.to_string());
-                Vec::new()
             }
         }
     }
+    done
 }
 
 /// Commands of one refresh cycle, and those that failed.
@@ -136,14 +221,15 @@ impl Failures {
 #[async_trait]
 impl PresenceStore for RedisEngine {
     async fn join(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        self.mark_present(room, user).await
+        let members = self.mark_present(room, user).await?;
+        self.rooms_touch(room, members).await
     }
 
     async fn leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        self.commands
+        let members: u64 = self
+            .commands
             .run(|mut conn| async move {
-                let members: u64 = self
-                    .scripts
+                self.scripts(&conn)
                     .presence_leave
                     .key(self.keys.users(room))
                     .key(self.keys.names(room))
@@ -152,20 +238,16 @@ impl PresenceStore for RedisEngine {
                     .arg(&self.instance)
                     .arg(self.keys.channel(room))
                     .invoke_async(&mut conn)
-                    .await?;
-                let mut touch = self.scripts.rooms_index.prepare_invoke();
-                self.rooms_touch_args(&mut touch, room, members);
-                touch.invoke_async::<i64>(&mut conn).await
+                    .await
             })
             .await?;
-        Ok(())
+        self.rooms_touch(room, members).await
     }
 
-    /// Pipelined: [`REFRESH_BATCH`] users per round trip (the join
-    /// script), then one round trip of sweeps per batch of rooms (each
-    /// answers the room's live member count), then the rooms index with
-    /// those counts. A failed entry or batch does not stop the others; the
-    /// error reports how many failed.
+    /// Every local user's entry (the join script), then a sweep of every
+    /// local room (each answers the room's live member count), then the
+    /// rooms index with those counts and its expiry. A failed command does
+    /// not stop the others; the error reports how many failed.
     async fn refresh(&self, local: &[LocalPresence]) -> Result<(), EngineError> {
         match self.claim_instance().await {
             Ok(held) => {
@@ -183,68 +265,21 @@ impl PresenceStore for RedisEngine {
             .iter()
             .flat_map(|e| e.users.iter().map(move |u| (&e.room, u)))
             .collect();
-        let mut failures = Failures::default();
-        for batch in entries.chunks(REFRESH_BATCH) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors()
-                .load_script(&self.scripts.presence_join);
-            for (room, user) in batch {
-                let mut join = self.scripts.presence_join.prepare_invoke();
-                self.presence_join_args(&mut join, room, user);
-                pipe.invoke_script(&join);
-            }
-            self.run_pipeline(&pipe, &mut failures).await;
-        }
         let rooms: Vec<&RoomName> = local.iter().map(|e| &e.room).collect();
-        for batch in rooms.chunks(REFRESH_BATCH) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors()
-                .load_script(&self.scripts.presence_sweep);
-            for room in batch {
-                let mut sweep = self.scripts.presence_sweep.prepare_invoke();
-                sweep
-                    .key(self.keys.users(room))
-                    .key(self.keys.names(room))
-                    .arg(self.keys.user_prefix(room))
-                    .arg(self.keys.channel(room));
-                pipe.invoke_script(&sweep);
-            }
-            let answers = self.run_pipeline(&pipe, &mut failures).await;
-            // The sweeps' answers are the last ones (before them: the
-            // SCRIPT LOAD's, if the pipeline answers it).
-            let sweeps = &answers[answers.len().saturating_sub(batch.len())..];
-            let counts: Vec<(&RoomName, u64)> = batch
-                .iter()
-                .zip(sweeps)
-                .filter_map(|(room, answer)| match answer {
-                    Ok(v) => <u64 as redis::FromRedisValue>::from_redis_value_ref(v)
-                        .ok()
-                        .map(|n| (*room, n)),
-                    Err(_) => None,
-                })
-                .collect();
-            if counts.is_empty() {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors().load_script(&self.scripts.rooms_index);
-            for (room, members) in counts {
-                let mut touch = self.scripts.rooms_index.prepare_invoke();
-                self.rooms_touch_args(&mut touch, room, members);
-                pipe.invoke_script(&touch);
-            }
-            self.run_pipeline(&pipe, &mut failures).await;
+        let mut failures = Failures::default();
+        each(&mut failures, entries, |(room, user)| {
+            self.mark_present(room, user)
+        })
+        .await;
+        let counts = each(&mut failures, rooms, |room| self.sweep(room)).await;
+        each(&mut failures, counts, |(room, members)| {
+            self.rooms_touch(room, members)
+        })
+        .await;
+        if let Err(e) = self.rooms_expire().await {
+            failures.failed += 1;
+            failures.first.get_or_insert_with(|| e.to_string());
         }
-        let mut expire = self.scripts.rooms_index.prepare_invoke();
-        expire
-            .key(self.keys.rooms())
-            .key(self.keys.rooms_by_members())
-            .arg("expire");
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors()
-            .load_script(&self.scripts.rooms_index)
-            .invoke_script(&expire);
-        self.run_pipeline(&pipe, &mut failures).await;
         failures.into_result()
     }
 
@@ -252,7 +287,7 @@ impl PresenceStore for RedisEngine {
         let flat: Vec<String> = self
             .commands
             .run(|mut conn| async move {
-                self.scripts
+                self.scripts(&conn)
                     .members
                     .key(self.keys.users(room))
                     .key(self.keys.names(room))
@@ -269,23 +304,51 @@ impl PresenceStore for RedisEngine {
             .collect())
     }
 
-    async fn rooms(&self, start: usize, limit: usize) -> Result<RoomsPage, EngineError> {
-        // One more than the page: whether more follow.
-        let stop = start.saturating_add(limit) as isize;
-        let scored: Vec<(String, f64)> = self
-            .commands
-            .run(|mut conn| async move {
-                conn.zrange_withscores(self.keys.rooms_by_members(), start as isize, stop)
+    /// One `ZRANGEBYLEX` per rooms index partition (`limit` + 1 entries
+    /// past the cursor's), merged.
+    async fn rooms(
+        &self,
+        after: Option<&RoomsCursor>,
+        limit: usize,
+    ) -> Result<RoomsPage, EngineError> {
+        let min = match after {
+            None => "-".to_owned(),
+            Some(c) => format!("({}", keys::rooms_order_entry(c.members, &c.room)),
+        };
+        let mut failures = Failures::default();
+        let pages = each(&mut failures, 0..ROOMS_PARTITIONS, |p| {
+            let (key, min) = (self.keys.rooms_index(p)[1].clone(), &min);
+            async move {
+                self.commands
+                    .run(|mut conn| {
+                        let (key, min) = (&key, min);
+                        async move {
+                            redis::cmd("ZRANGEBYLEX")
+                                .arg(key)
+                                .arg(min)
+                                .arg("+")
+                                .arg("LIMIT")
+                                .arg(0)
+                                .arg(limit + 1)
+                                .query_async::<Vec<String>>(&mut conn)
+                                .await
+                        }
+                    })
                     .await
-            })
-            .await?;
-        let more = scored.len() > limit;
-        let rooms = scored
-            .into_iter()
+            }
+        })
+        .await;
+        failures.into_result()?;
+        let mut entries: Vec<String> = pages.into_iter().flat_map(|(_, page)| page).collect();
+        entries.sort_unstable();
+        let more = entries.len() > limit;
+        let rooms = entries
+            .iter()
             .take(limit)
-            .map(|(room, score)| RoomInfo {
-                room,
-                members: (-score).max(0.0) as u64,
+            .filter_map(|e| keys::parse_rooms_order_entry(e))
+            .map(|(members, room)| RoomInfo {
+                room: room.to_owned(),
+                members,
             })
             .collect();
         Ok(RoomsPage { rooms, more })

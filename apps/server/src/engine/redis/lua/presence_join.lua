@@ -34,6 +34,6 @@ end
 redis.call('PEXPIRE', KEYS[4], keep)
 redis.call('PEXPIRE', KEYS[5], keep)
 if not present then
-  redis.call('PUBLISH', ARGV[5], 'p j ' .. ARGV[1] .. ' ' .. ARGV[4])
+  redis.call(PUBLISH, ARGV[5], 'p j ' .. ARGV[1] .. ' ' .. ARGV[4])
 end
 return redis.call('ZCOUNT', KEYS[1], now, '+inf')

@@ -20,7 +20,7 @@ else
   local name = redis.call('HGET', KEYS[2], ARGV[1]) or ''
   redis.call('HDEL', KEYS[2], ARGV[1])
   if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-    redis.call('PUBLISH', ARGV[3], 'p l ' .. ARGV[1] .. ' ' .. name)
+    redis.call(PUBLISH, ARGV[3], 'p l ' .. ARGV[1] .. ' ' .. name)
   end
 end
 return redis.call('ZCOUNT', KEYS[1], now, '+inf')

@@ -28,5 +28,5 @@ redis.call('PEXPIRE', KEYS[1], 60000)
 redis.call('PEXPIREAT', KEYS[2], later)
 redis.call('PEXPIREAT', KEYS[3], later)
 redis.call('PEXPIREAT', KEYS[4], later)
-redis.call('PUBLISH', ARGV[1], 'probe')
+redis.call(PUBLISH, ARGV[1], 'probe')
 return now

@@ -21,7 +21,7 @@ elseif epoch == ARGV[6]
   -- retained history becomes a new epoch's, and every instance is told.
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
-  redis.call('PUBLISH', ARGV[1], 'e ' .. epoch)
+  redis.call(PUBLISH, ARGV[1], 'e ' .. epoch)
 end
 local prev = redis.call('GET', KEYS[3])
 if prev then
@@ -32,5 +32,5 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[5])
 redis.call('SET', KEYS[3], offset, 'EX', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ARGV[5])
+redis.call(PUBLISH, ARGV[1], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ARGV[5])
 return {epoch, offset, 0}

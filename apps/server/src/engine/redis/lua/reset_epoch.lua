@@ -7,5 +7,5 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
-redis.call('PUBLISH', ARGV[3], 'e ' .. ARGV[2])
+redis.call(PUBLISH, ARGV[3], 'e ' .. ARGV[2])
 return 1
