@@ -21,6 +21,7 @@ help:
 	@echo "make dev      cargo leptos watch: the full stack with live reload"
 	@echo "make build    build every app (server, web → WASM, docs) in release mode"
 	@echo "make cluster  redis-server + two instances (:3001, :3002) behind nginx on :3000"
+	@echo "              (make cluster REDIS=cluster: a 3-master + 3-replica Redis Cluster instead)"
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
@@ -43,6 +44,7 @@ build-release:
 	cargo leptos build --release
 
 ## cluster: redis-server + two instances (:3001, :3002) behind nginx on :3000.
+## REDIS=cluster: a local Redis Cluster (3 masters + 3 replicas) instead.
 cluster: build-release
 	$(ENSURE) redis-server nginx envsubst
 	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/cluster.sh

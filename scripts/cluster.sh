@@ -4,6 +4,10 @@
 # on 127.0.0.1:3001 and :3002 sharing it, and nginx on 127.0.0.1:3000 in
 # front, rendered from deploy/nginx.conf.template (the same file
 # docker-compose uses). Ctrl-C stops everything.
+#
+# `make cluster REDIS=cluster`: the same with a Redis Cluster instead of
+# one Redis: 3 masters on 6390-6392 and a replica of each on 6393-6395
+# (cluster bus on port + 10000), the instances given every node as a seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,16 +26,26 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
-  --appendonly yes --save "" --logfile "$work/redis.log" &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+if [ "${REDIS:-single}" = cluster ]; then
+  . scripts/redis_cluster.sh
+  rm -rf "$work/redis-cluster"
+  redis_cluster_up "$work/redis-cluster" 1 $(seq "$redis_port" $((redis_port + 5)))
+  redis_url=$cluster_urls
+  redis_desc="Redis Cluster :$redis_port-:$((redis_port + 2)) (masters), :$((redis_port + 3))-:$((redis_port + 5)) (replicas)"
+else
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
+    --appendonly yes --save "" --logfile "$work/redis.log" &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis_url=redis://127.0.0.1:$redis_port
+  redis_desc="redis :$redis_port"
+fi
 
 secret=${SESSION_SECRET:-local-cluster-secret-change-me}
 for i in 1 2; do
   name=server-$([ "$i" = 1 ] && echo a || echo b)
   "$server" --bind 127.0.0.1 --port "300$i" --instance-id "$name" \
-    --redis-url "redis://127.0.0.1:$redis_port" --session-secret "$secret" \
+    --redis-url "$redis_url" --session-secret "$secret" \
     --trust-proxy-headers --site-root "$site_root" &
   pids+=($!)
 done
@@ -58,5 +72,5 @@ CONF
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
-echo "cluster: http://127.0.0.1:3000 (nginx) -> server-a :3001, server-b :3002; redis :$redis_port"
+echo "cluster: http://127.0.0.1:3000 (nginx) -> server-a :3001, server-b :3002; $redis_desc"
 wait -n "${pids[@]}"

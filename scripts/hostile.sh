@@ -17,7 +17,7 @@ work=$(mktemp -d)
 mkdir -p bench
 . scripts/instances.sh
 start_instances hostile "$server"
-echo "hostile: redis :$redis_port, instances ${urls[*]}, default limits, ${phase} s per phase"
+echo "hostile: redis $redis_url, instances ${urls[*]}, default limits, ${phase} s per phase"
 
 "$loadgen" --urls "$joined_urls" --source-ips 50 --json --label hostile \
   hostile --users 1000 --rooms 100 --rate 0.2 --phase "$phase" --pids "$joined_pids" ${HOSTILE_PATTERNS:+--patterns "$HOSTILE_PATTERNS"} \

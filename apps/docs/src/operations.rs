@@ -1,6 +1,7 @@
 //! The operations page: running a cluster, managed Redis over TLS, health
 //! and readiness, metrics (names passed in by the server), graceful
-//! restarts, scaling out and Redis Cluster.
+//! restarts, scaling out and Redis Cluster (sharded pub/sub, the rooms
+//! index partitions, resharding and failover).
 
 use crate::pages::{link, rich_text, PageId};
 use crate::Metric;
@@ -27,7 +28,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <li>{rich_text("For strict durability of acknowledged messages across a Redis crash, run Redis with `appendonly yes` and `appendfsync always`.")}</li>
             <li>{rich_text("An instance starts while Redis is down and reports not ready until it can reach it.")}</li>
             <li>{rich_text("Oldest server: Redis 5.0 (streams). The tests run the engine on Redis 5.0.6 as well as 7.0, so every 6.0 a managed service still offers works; an older server makes every command (and `/readyz`) answer `Redis 4.x found; the chat needs Redis 5.0 or newer`.")}</li>
-            <li>{rich_text("An ACL user needs, on the keys and channels under `REDIS_KEY_PREFIX`: `evalsha`, `script`, `xrange`, `xrevrange`, `zrangebyscore`, `zcount`, `publish`, `subscribe`, `unsubscribe`, `ping`, `time`, `info` (optional: it checks the version), and inside the scripts `get`, `set`, `del`, `hget`, `hset`, `hsetnx`, `hmget`, `hincrby`, `hdel`, `hvals`, `xadd`, `zadd`, `zscore`, `zrem`, `zrangebyscore`, `zremrangebyscore`, `pexpireat`, `time`, `publish`. `/readyz` runs each of them (`lua/probe.lua`), so a missing one makes the instance not ready, and the log names it.")}</li>
+            <li>{rich_text("An ACL user needs, on the keys and channels under `REDIS_KEY_PREFIX`: `evalsha`, `script`, `xrange`, `xrevrange`, `zrangebyscore`, `zrangebylex`, `zcount`, `publish`, `subscribe`, `unsubscribe`, `ping`, `time`, `info` (optional: it checks the version), and inside the scripts `get`, `set`, `del`, `hget`, `hset`, `hsetnx`, `hmget`, `hincrby`, `hdel`, `hvals`, `xadd`, `zadd`, `zscore`, `zrem`, `zrangebyscore`, `zremrangebyscore`, `pexpire`, `pexpireat`, `time`, `publish`. `/readyz` runs each of them (`lua/probe.lua`), so a missing one makes the instance not ready, and the log names it.")}</li>
         </ul>
         <h2 id="faults">"When Redis misbehaves"</h2>
         <ul>
@@ -74,7 +75,16 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
         </ul>
         <h2 id="redis-cluster">"Redis Cluster"</h2>
         <p>
-            {rich_text("Every key and the channel of a room carry the hash tag `{room}`, so all of a room's keys live in one slot and the Lua publish script touches a single slot. Pub/sub is classic `PUBLISH`/`SUBSCRIBE` today, which Redis Cluster broadcasts to every node; sharded pub/sub (`SPUBLISH`) is the next step for large clusters.")}
+            {rich_text("When one Redis is not enough, point `REDIS_URL` at a node of a Redis Cluster (Redis or Valkey 7.0 or newer: sharded pub/sub). The instance detects it (the node reports `cluster_enabled:1` in `INFO cluster`); several seed nodes may be given, comma-separated, so that the instance finds the cluster while one of them is down: `REDIS_URL=rediss://:pw@node-1:6379,rediss://:pw@node-2:6379`. Managed clusters (ElastiCache, Memorystore, Aiven) use TLS the same way as one Redis: `rediss://` and `REDIS_CA_CERT`. `make cluster REDIS=cluster` runs the whole picture on one machine: 3 masters on :6390–:6392, a replica of each on :6393–:6395, two instances and nginx.")}
         </p>
+        <ul>
+            <li>{rich_text("**One slot per room.** Every key and the channel of a room share the hash tag `{room}`, so a room lives in one slot on one master: its epoch and offset, its stream, its dedupe keys, its presence and its shard channel. Publishing stays one atomic Lua script in that slot, and fans out with `SPUBLISH`: a message goes only to the master that owns the room and, from it, only to the instances with members there.")}</li>
+            <li>{rich_text("**Nothing global in one slot.** The active-rooms index is 16 partitions (`{rooms:0}` … `{rooms:15}`, a room in the partition its name hashes to), spread over the masters; a `rooms` page reads one `ZRANGEBYLEX` from each and merges them. The only other keys outside rooms are each instance's own (its id claim and its readiness probe).")}</li>
+            <li>{rich_text("**Connections.** Commands go through the redis crate's cluster client (one connection per node; `MOVED` and `ASK` followed, the slot map re-read on a redirect or a failed node). Subscriptions take one RESP3 connection per master, made when a channel it owns is first needed.")}</li>
+            <li>{rich_text("**Resharding.** When a slot moves, its old master drops the shard channels of that slot (an unrequested `sunsubscribe`); the instance subscribes them on the new owner and the rooms catch up from their streams before anything newer, so a reshard under traffic loses and doubles nothing.")}</li>
+            <li>{rich_text("**A failed master.** Run every node with `cluster-require-full-coverage no`: the rooms on the other masters are then served throughout, while the failed master's rooms answer `unavailable` (clients retry) until its replica is promoted, `cluster-node-timeout` later. Messages the master acknowledged but had not yet replicated are lost with it; the first instance to see an offset go back gives the room a new epoch and members re-join with `recovered: false`, never with a silent gap. With `min-replicas-to-write 1` a master refuses writes no replica has.")}</li>
+            <li>{rich_text("**Sizing.** A room's traffic is served by one master, so the busiest room is bounded by one Redis core (the benchmarks page compares one Redis with a 3-master cluster at the same load). Rooms spread over the slots by name; each master holds about its share of rooms, their streams (`--history-cap` messages each) and their presence. Give each master a replica in another zone.")}</li>
+            <li>{rich_text("**ACL.** On a cluster the user also needs `spublish` (in the scripts too), `ssubscribe`, `sunsubscribe` and `cluster` (`CLUSTER SLOTS`), and `info` is required: it is how the cluster is detected.")}</li>
+        </ul>
     }
 }

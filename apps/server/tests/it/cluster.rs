@@ -442,7 +442,7 @@ async fn a_killed_instance_users_leave_presence_within_the_ttl() {
 /// Issue 17, input 6: `rooms` reads one index in Redis, a bounded page at a
 /// time, the busiest first across instances; a leave updates it.
 #[tokio::test]
-async fn rooms_pages_come_from_one_index_across_instances() {
+async fn rooms_pages_come_from_the_partitioned_index_across_instances() {
     let redis = Redis::start().await;
     let a = ServerProc::start("server-a", &redis.url(), FAST).await;
     let b = ServerProc::start("server-b", &redis.url(), FAST).await;

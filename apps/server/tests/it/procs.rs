@@ -262,6 +262,13 @@ impl Redis {
                 .arg("--tls-ca-cert-file")
                 .arg(ca)
                 .args(["--tls-auth-clients", "no"]);
+            if self.cluster {
+                cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                if let Some(pw) = &self.password {
+                    // Replicas authenticate to their masters.
+                    cmd.args(["--masterauth", pw]);
+                }
+            }
         }
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -386,13 +393,33 @@ impl RedisCluster {
     /// Starts `masters` masters with `replicas` replicas each and waits
     /// until every node reports `cluster_state:ok` and knows every other.
     pub(crate) async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, None).await
+    }
+
+    /// Like [`RedisCluster::start`], every node also on a TLS port (its
+    /// cluster bus and replication over TLS too, `tls-cluster yes`) with
+    /// `password`; the plain ports stay for the test's own connections.
+    pub(crate) async fn start_tls(
+        masters: usize,
+        replicas: usize,
+        password: &str,
+        tls: &Tls,
+    ) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, Some((password, tls))).await
+    }
+
+    async fn start_with(
+        masters: usize,
+        replicas: usize,
+        tls: Option<(&str, &Tls)>,
+    ) -> RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
             let mut node = Redis {
                 bin: PathBuf::from("redis-server"),
                 port: free_cluster_port(),
-                password: None,
-                tls: None,
+                password: tls.map(|(pw, _)| pw.to_owned()),
+                tls: tls.map(|(_, t)| (free_port(), t.cert.clone(), t.key.clone(), t.ca.clone())),
                 cluster: true,
                 dir: TempDir::new("cluster"),
                 child: None,
@@ -404,7 +431,11 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some((pw, _)) = tls {
+            create.args(["-a", pw, "--no-auth-warning"]);
+        }
+        let out = create
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -461,6 +492,15 @@ impl RedisCluster {
         self.nodes
             .iter()
             .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The TLS seed URLs (`rediss://`) of a cluster from [`RedisCluster::start_tls`].
+    pub(crate) fn tls_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.tls_url())
             .collect::<Vec<_>>()
             .join(",")
     }

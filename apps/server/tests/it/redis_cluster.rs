@@ -5,7 +5,7 @@
 
 use crate::cluster::{login, messages, saw_joins, send_until_acked, wait_ready, FAST, SLOW};
 use crate::costs::all_rooms;
-use crate::procs::{RedisCluster, ServerProc};
+use crate::procs::{RedisCluster, ServerProc, TempDir, Tls};
 use crate::support::{offsets, unique_id, Incoming};
 use protocol::ServerFrame;
 use std::collections::{BTreeSet, HashMap};
@@ -342,5 +342,36 @@ async fn a_killed_master_stops_only_its_rooms_until_its_replica_takes_over() {
             (2..=per_room as u64 + 1).collect::<Vec<_>>(),
             "{room}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_over_tls_with_a_password_and_a_private_ca_works() {
+    let dir = TempDir::new("cluster-tls");
+    let tls = Tls::make(dir.path());
+    let cluster = RedisCluster::start_tls(3, 0, "s3cret-pass", &tls).await;
+    let ca = tls.ca.to_string_lossy().into_owned();
+    let mut args = FAST.to_vec();
+    args.extend(["--redis-ca-cert", ca.as_str()]);
+    // One TLS seed: the other nodes are found from it (their TLS ports).
+    let seed = cluster.tls_urls().split(',').next().unwrap().to_owned();
+    let a = ServerProc::start("tls-a", &seed, &args).await;
+    let b = ServerProc::start("tls-b", &cluster.tls_urls(), &args).await;
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let rooms = rooms_on_every_master(&cluster, "secure", 1).await;
+    let mut x = login(&a, "x").await;
+    let mut y = login(&b, "y").await;
+    for (room, _) in &rooms {
+        x.join(room).await;
+        y.join(room).await;
+    }
+    for (room, _) in &rooms {
+        x.submit(room, &format!("{room}-tls"), "over TLS").await;
+    }
+    let want: HashMap<String, usize> = rooms.iter().map(|(r, _)| (r.clone(), 1)).collect();
+    let got = messages_by_room(&mut y, &want).await;
+    for (room, _) in &rooms {
+        assert_eq!(offsets(&got[room]), vec![1], "{room}");
     }
 }

@@ -246,6 +246,14 @@ impl RedisEngine {
                         .arg(0)
                         .arg("+inf")
                         .ignore()
+                        .cmd("ZRANGEBYLEX")
+                        .arg(&keys[3])
+                        .arg("-")
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(1)
+                        .ignore()
                         .query_async::<()>(&mut conn)
                         .await
                 }
