@@ -110,8 +110,13 @@ pub(crate) fn Benchmarks() -> impl IntoView {
     let meta = bench_meta();
     let of =
         |mode: &str| -> Vec<BenchRun> { runs.iter().filter(|r| r.mode == mode).cloned().collect() };
-    let (fanout, idle, saturation, churn) =
+    let (all_fanout, idle, saturation, churn) =
         (of("fanout"), of("idle"), of("saturation"), of("churn"));
+    // The store comparison's runs carry `store`; the fan-out section shows
+    // the others.
+    let (stores, fanout): (Vec<BenchRun>, Vec<BenchRun>) = all_fanout
+        .into_iter()
+        .partition(|r| r.fields["store"].is_string());
     let measured = format!(
         "Measured at commit {} on {} ({} cores; {}).",
         meta["commit"].as_str().unwrap_or("?"),
@@ -163,6 +168,17 @@ pub(crate) fn Benchmarks() -> impl IntoView {
         ])}
         <figure class="docs-figure"><div inner_html=rate_chart></div></figure>
         <figure class="docs-figure"><div inner_html=p99_chart></div></figure>
+        <h2 id="stores">"One Redis or a Redis Cluster"</h2>
+        <p>"The same load against one Redis and against a 3-master Redis Cluster (sharded pub/sub), in one run of " <code>"make bench"</code> ". Redis CPU is the user and system time of every redis-server process over the load's whole run, per delivered message: what the store costs, whatever the instances cost."</p>
+        {runs_table(&stores, &[
+            ("deliveries/s", |r| fmt(r.num("deliveries_per_s"))),
+            ("lost", |r| fmt(r.num("lost"))),
+            ("out of order", |r| fmt(r.num("out_of_order"))),
+            ("p50 ms", |r| fmt(r.latency("p50"))),
+            ("p99 ms", |r| fmt(r.latency("p99"))),
+            ("Redis CPU s", |r| fmt(r.num("redis_cpu_s"))),
+            ("Redis CPU per delivery, microseconds", |r| fmt(r.num("redis_cpu_us_per_delivery"))),
+        ])}
         <h2 id="idle">"Idle connections"</h2>
         <p>"Connections that joined a room and wait: the memory each costs the instances (growth of their resident set size)."</p>
         {runs_table(&idle, &[
