@@ -195,6 +195,18 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
     pub shutdown_deadline_ms: u64,
 
+    /// A request head (request line and headers) must arrive whole within
+    /// this, in ms, or the connection is closed; also how long a keep-alive
+    /// connection may wait idle for its next request (hyper's
+    /// `header_read_timeout`).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// TCP connections served as HTTP at once (WebSockets that upgraded no
+    /// longer count); past it a new connection is closed at accept.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
+    pub max_http_connections: usize,
+
     /// A user whose last connection in a room closes is announced as left
     /// only after this long, in ms, and not at all if they come back
     /// meanwhile (a page reload, a reconnect to another instance): no
@@ -266,6 +278,10 @@ pub struct Config {
     pub hello_timeout: Duration,
     pub write_timeout: Duration,
     pub shutdown_deadline: Duration,
+    /// `--header-read-timeout-ms`.
+    pub header_read_timeout: Duration,
+    /// `--max-http-connections`.
+    pub max_http_connections: usize,
     pub presence_ttl: Duration,
     pub presence_grace: Duration,
     pub presence_window: Duration,
@@ -469,6 +485,8 @@ impl Args {
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            max_http_connections: self.max_http_connections.max(1),
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             presence_window: Duration::from_millis(self.presence_window_ms),

@@ -27,6 +27,7 @@ mod http;
 mod hub;
 pub mod metrics;
 mod outbox;
+mod serve;
 mod session;
 mod ws;
 
@@ -38,7 +39,6 @@ use crate::engine::{Broker, PresenceStore, RecoveryLimits};
 use crate::hub::Hub;
 use crate::session::Sessions;
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use leptos::config::{Env, LeptosOptions};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -166,18 +166,18 @@ pub async fn run(
         engine = state.conn.hub.engine_kind(),
         "listening"
     );
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Small frames (acks, messages) must leave at once, not wait for the
-    // peer's delayed ACK (Nagle), which costs ~40 ms per reply.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("http server")?;
+    serve::serve(
+        listener,
+        http::router(state),
+        serve::EdgeLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_http_connections: config.max_http_connections,
+            shutdown_deadline: config.shutdown_deadline,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("http server")?;
 
     // Upgraded sockets are not covered by axum's graceful shutdown: each
     // connection was told through its outbox, sent `reconnect` and closes;

@@ -54,6 +54,8 @@ pub const RATE_LIMITED: &str = "chat_rate_limited_total";
 pub const PRESENCE_FRAMES: &str = "chat_presence_frames_total";
 /// WebSocket upgrades refused, label `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
+/// TCP connections closed at accept, label `reason` (counter).
+pub const HTTP_REFUSED: &str = "chat_http_refused_total";
 /// Duration of the last presence refresh cycle, seconds (gauge); it must
 /// stay well under a third of `--presence-ttl-ms`.
 pub const PRESENCE_REFRESH_SECONDS: &str = "chat_presence_refresh_seconds";
@@ -61,6 +63,10 @@ pub const PRESENCE_REFRESH_SECONDS: &str = "chat_presence_refresh_seconds";
 /// Every metric with what it measures, for the docs' operations page.
 /// A new metric constant belongs in this list too.
 pub const ALL: &[(&str, &str)] = &[
+    (
+        HTTP_REFUSED,
+        "TCP connections closed as soon as they were accepted, label `reason`: `max_http_connections` (that many connections were being served as HTTP, not yet upgraded: `--max-http-connections`) (counter).",
+    ),
     (CONNECTIONS, "Open WebSocket connections (gauge)."),
     (LOCAL_ROOMS, "Rooms with at least one local member (gauge)."),
     (FRAMES_IN, "Frames received from clients, label `type` (counter)."),

@@ -10,6 +10,9 @@
 //! - `costs`: what frames cost (connection, user and address buckets, a
 //!   replay by its size), replies bounded in bytes, presence coalesced,
 //!   `rooms` paged (issue 17).
+//! - `edge`: the HTTP edge (issue 13): header-read and keep-alive
+//!   timeouts, the cap on connections not yet upgraded, shutdown within
+//!   its deadline.
 //! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
 //! - `transport`: the upgrade's answers and fragmented writes, on the wire.
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
@@ -24,6 +27,7 @@
 mod chat;
 mod cluster;
 mod costs;
+mod edge;
 mod faults;
 mod lifecycle;
 mod limits;

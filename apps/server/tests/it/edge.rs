@@ -1,0 +1,146 @@
+//! The HTTP edge (issue 13): hyper's header-read timeout (also the
+//! keep-alive idle bound), the cap on connections not yet upgraded, and a
+//! graceful shutdown that ends within its deadline whatever the peers do.
+//! Each test talks raw TCP, as a slow or hostile peer would.
+
+use crate::support::TestServer;
+use server::config::Config;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Half of a request head: the line and one header, no blank line.
+const HALF_HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+
+/// Waits until the server closes `tcp` (EOF or reset), up to `bound`;
+/// answers how long it took, `None` when it stayed open.
+async fn closed_within(tcp: &mut TcpStream, bound: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((start + bound).into(), tcp.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            // A 408 or other answer before the close: keep reading.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_half_a_request_head_are_closed_after_the_timeout() {
+    let mut cfg = Config::for_tests();
+    cfg.header_read_timeout = Duration::from_millis(500);
+    let server = TestServer::start(cfg).await;
+    let mut peers = Vec::new();
+    for _ in 0..20 {
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        tcp.write_all(HALF_HEAD).await.expect("write");
+        peers.push(tcp);
+    }
+    // And one that sends nothing at all.
+    peers.push(TcpStream::connect(server.addr).await.expect("connect"));
+    let sent = Instant::now();
+    for tcp in &mut peers {
+        closed_within(tcp, Duration::from_secs(5))
+            .await
+            .expect("a half-sent head is not kept open");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(300),
+            "closed {:?} after the half head: before the timeout",
+            sent.elapsed()
+        );
+    }
+    // The server still serves.
+    assert_eq!(server.get("/healthz").await, (200, "ok".to_owned()));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+    let mut cfg = Config::for_tests();
+    cfg.header_read_timeout = Duration::from_millis(500);
+    let server = TestServer::start(cfg).await;
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then idle: closed once the timeout passes.
+    closed_within(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("an idle keep-alive connection is not kept for ever");
+}
+
+#[tokio::test]
+async fn past_the_cap_new_http_connections_are_closed_and_upgrades_free_their_slot() {
+    let mut cfg = Config::for_tests();
+    cfg.max_http_connections = 2;
+    cfg.header_read_timeout = Duration::from_secs(30);
+    let server = TestServer::start(cfg).await;
+    let mut first = TcpStream::connect(server.addr).await.expect("connect");
+    let mut second = TcpStream::connect(server.addr).await.expect("connect");
+    first.write_all(HALF_HEAD).await.expect("write");
+    second.write_all(HALF_HEAD).await.expect("write");
+    // Both are being served; a third is closed at once.
+    let mut third = TcpStream::connect(server.addr).await.expect("connect");
+    closed_within(&mut third, Duration::from_secs(2))
+        .await
+        .expect("past the cap a connection is closed at accept");
+    // One of them goes away: its slot is free again (a GET that a full
+    // server resets panics in its task, and is tried again).
+    drop(first);
+    let mut refused = None;
+    for _ in 0..100 {
+        let get = tokio::spawn(crate::support::http_get(server.addr, "/metrics"));
+        if let Ok(Ok((200, text))) = tokio::time::timeout(Duration::from_millis(500), get).await {
+            refused = text
+                .lines()
+                .find(|l| l.starts_with("chat_http_refused_total{reason=\"max_http_connections\"}"))
+                .map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("a slot freed by a closed connection, and the refusal counted");
+    assert!(!refused.ends_with(" 0"), "{refused}");
+    // A WebSocket that upgrades gives its slot back too.
+    let mut client = server.connect().await;
+    client.hello("ws-user").await;
+    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    fourth.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(second);
+}
+
+#[tokio::test]
+async fn shutdown_ends_within_its_deadline_whatever_the_peers_do() {
+    let mut cfg = Config::for_tests();
+    // Far beyond the deadline: only the deadline can end these peers.
+    cfg.header_read_timeout = Duration::from_secs(60);
+    cfg.shutdown_deadline = Duration::from_millis(500);
+    let server = TestServer::start(cfg).await;
+    let mut half = TcpStream::connect(server.addr).await.expect("connect");
+    half.write_all(HALF_HEAD).await.expect("write");
+    let _silent = TcpStream::connect(server.addr).await.expect("connect");
+    let mut ws = server.login("stays").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    server.stop().await.expect("run returns Ok");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    // The WebSocket was told, as always.
+    assert!(matches!(
+        ws.recv().await,
+        protocol::ServerFrame::Reconnect { .. }
+    ));
+}
