@@ -93,7 +93,8 @@ pub fn render(path: &str, ctx: &DocsContext) -> Option<String> {
     Some(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Chat docs</title><link rel=\"stylesheet\" href=\"/pkg/chat.css\"></head>\
+         <title>{} · Chat docs</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/pkg/chat.css\"></head>\
          <body>{html}</body></html>",
         page.title
     ))
@@ -152,6 +153,8 @@ mod tests {
                 p.title
             );
             assert!(html.contains(&format!("<title>{} · Chat docs</title>", p.title)));
+            // Without an icon the browser asks for /favicon.ico: a 404 in the console.
+            assert!(html.contains("<link rel=\"icon\" href=\"/favicon.svg\""));
             for other in PAGES {
                 assert!(html.contains(&format!("href=\"{}\"", href(other))));
             }
@@ -178,7 +181,8 @@ mod tests {
                     continue;
                 }
                 links += 1;
-                if target == "/" || target == "/pkg/chat.css" {
+                // The app's own files (apps/web/public, the site's pkg).
+                if ["/", "/pkg/chat.css", "/favicon.svg"].contains(&target) {
                     continue;
                 }
                 let rest = target

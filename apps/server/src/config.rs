@@ -202,6 +202,12 @@ pub struct Args {
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
 
+    /// `Strict-Transport-Security: max-age=<this>` on every response, in
+    /// seconds: set it only when browsers reach the chat over HTTPS (at a
+    /// proxy that terminates TLS, say). 0: no HSTS header.
+    #[arg(long, env = "HSTS_MAX_AGE_SECS", default_value_t = 0)]
+    pub hsts_max_age_secs: u64,
+
     /// TCP connections served as HTTP at once (WebSockets that upgraded no
     /// longer count); past it a new connection is closed at accept.
     #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
@@ -282,6 +288,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `--max-http-connections`.
     pub max_http_connections: usize,
+    /// `--hsts-max-age-secs` (0: no HSTS).
+    pub hsts_max_age_secs: u64,
     pub presence_ttl: Duration,
     pub presence_grace: Duration,
     pub presence_window: Duration,
@@ -487,6 +495,7 @@ impl Args {
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_http_connections: self.max_http_connections.max(1),
+            hsts_max_age_secs: self.hsts_max_age_secs,
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             presence_window: Duration::from_millis(self.presence_window_ms),

@@ -11,7 +11,7 @@ use crate::cost::AddressKey;
 use crate::metrics as m;
 use crate::ws;
 use axum::extract::{ConnectInfo, FromRef, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio_util::task::TaskTracker;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// State of the router.
 #[derive(Clone)]
@@ -43,11 +44,58 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// The router of one instance.
-pub(crate) fn router(state: AppState) -> Router {
+/// The Content-Security-Policy of every page: scripts only from this
+/// origin (with `nonce`, the chat page's hydration script, which carries
+/// it, and WebAssembly compilation), styles from this origin (a `style`
+/// attribute may set a colour), the WebSocket to this origin only
+/// (`connect-src 'self'` covers `ws:`/`wss:` of the same host), never
+/// framed, no plugins, no `<base>`. `reload_port`: the dev server's
+/// live-reload socket (`cargo leptos watch`), allowed in development only.
+pub(crate) fn content_security_policy(nonce: Option<&str>, reload_port: Option<u32>) -> String {
+    let scripts = match nonce {
+        Some(nonce) => format!("'self' 'nonce-{nonce}' 'wasm-unsafe-eval'"),
+        None => "'self'".to_owned(),
+    };
+    let connect = match reload_port {
+        Some(port) => format!("'self' ws://127.0.0.1:{port} ws://localhost:{port}"),
+        None => "'self'".to_owned(),
+    };
+    format!(
+        "default-src 'self'; script-src {scripts}; style-src 'self'; \
+         style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src {connect}; \
+         frame-ancestors 'none'; base-uri 'none'; object-src 'none'; form-action 'self'"
+    )
+}
+
+/// A page of the web app (the chat, or its not-found page): the shell,
+/// with a CSP header that names the nonce leptos_axum gave this render
+/// (its hydration script carries it).
+fn page(options: LeptosOptions) -> impl leptos::IntoView {
+    let reload_port = (options.env == leptos::config::Env::DEV).then_some(options.reload_port);
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(csp) = HeaderValue::from_str(&content_security_policy(Some(&nonce), reload_port))
+        {
+            response.insert_header(header::CONTENT_SECURITY_POLICY, csp);
+        }
+    }
+    web::shell(options)
+}
+
+/// The router of one instance. Every response carries
+/// `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, a
+/// Content-Security-Policy (the chat page's names its nonce; every other
+/// gets the policy without one) and, when configured,
+/// `Strict-Transport-Security`.
+pub(crate) fn router(state: AppState, hsts_max_age_secs: u64) -> Router {
     let leptos = state.leptos.clone();
+    let reload_port = (leptos.env == leptos::config::Env::DEV).then_some(leptos.reload_port);
     let routes = generate_route_list(web::App);
-    Router::new()
+    let default_csp = HeaderValue::from_str(&content_security_policy(None, reload_port))
+        .expect("the policy is ASCII");
+    let router = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -55,11 +103,28 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/docs", get(docs_index))
         .route("/docs/", get(docs_index))
         .route("/docs/{*path}", get(docs_page))
-        .leptos_routes(&state, routes, move || web::shell(leptos.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            web::shell,
-        ))
+        .leptos_routes(&state, routes, move || page(leptos.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(page))
         .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            default_csp,
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    match hsts_max_age_secs {
+        0 => router,
+        age => router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&format!("max-age={age}")).expect("a number"),
+        )),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -168,7 +168,7 @@ pub async fn run(
     );
     serve::serve(
         listener,
-        http::router(state),
+        http::router(state, config.hsts_max_age_secs),
         serve::EdgeLimits {
             header_read_timeout: config.header_read_timeout,
             max_http_connections: config.max_http_connections,

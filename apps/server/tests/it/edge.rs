@@ -144,3 +144,115 @@ async fn shutdown_ends_within_its_deadline_whatever_the_peers_do() {
         protocol::ServerFrame::Reconnect { .. }
     ));
 }
+
+/// `GET path` over a fresh connection: (status, headers lowercased by
+/// name, body).
+async fn get_with_headers(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_the_chat_page_names_its_nonce() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let (status, headers, body) = get_with_headers(server.addr, "/").await;
+    assert_eq!(status, 200);
+    let csp = &headers["content-security-policy"];
+    // The page's scripts carry the nonce the policy names, and nothing
+    // inline runs without it.
+    let nonce = body
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the hydration script carries a nonce");
+    assert!(
+        csp.contains(&format!(
+            "script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'"
+        )),
+        "{csp}"
+    );
+    for part in [
+        "frame-ancestors 'none'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} in {csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline;") && !csp.contains("script-src 'self' 'unsafe-inline'"),
+        "{csp}"
+    );
+    // A second render gets a fresh nonce.
+    let (_, again, _) = get_with_headers(server.addr, "/").await;
+    assert_ne!(&again["content-security-policy"], csp);
+
+    for path in [
+        "/",
+        "/docs/",
+        "/docs/operations",
+        "/healthz",
+        "/metrics",
+        "/no-such-page",
+    ] {
+        let (_, headers, _) = get_with_headers(server.addr, path).await;
+        assert_eq!(
+            headers.get("x-content-type-options").map(String::as_str),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            headers.get("referrer-policy").map(String::as_str),
+            Some("no-referrer"),
+            "{path}"
+        );
+        let csp = headers.get("content-security-policy").expect(path);
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "{path}: HSTS only when configured"
+        );
+    }
+    let (_, docs, _) = get_with_headers(server.addr, "/docs/operations").await;
+    assert!(
+        docs["content-security-policy"].contains("script-src 'self';"),
+        "docs run no inline script"
+    );
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_configured() {
+    let mut cfg = Config::for_tests();
+    cfg.hsts_max_age_secs = 31_536_000;
+    let server = TestServer::start(cfg).await;
+    for path in ["/", "/healthz"] {
+        let (_, headers, _) = get_with_headers(server.addr, path).await;
+        assert_eq!(
+            headers.get("strict-transport-security").map(String::as_str),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
+}
