@@ -107,9 +107,14 @@ e2e:
 	SERVER_BIN=$(CARGO_TARGET_DIR)/debug/server SITE_ROOT=$(SITE_ROOT) \
 	  node --test --test-concurrency=1 e2e/*.test.mjs
 
+## compose-check: the compose file is valid with SESSION_SECRET set, and
+## refuses to render without it (no public default secret).
 compose-check:
 	$(ENSURE) docker-compose
-	docker-compose -f docker-compose.yml config -q
+	SESSION_SECRET=compose-check-0123456789abcdef docker-compose -f docker-compose.yml config -q
+	@if env -u SESSION_SECRET docker-compose -f docker-compose.yml config -q 2>/dev/null; then \
+	  echo "docker-compose.yml renders without SESSION_SECRET: it must require it"; exit 1; \
+	else echo "docker-compose.yml: valid, and requires SESSION_SECRET"; fi
 	@echo "docker-compose.yml: valid"
 
 fmt:

@@ -93,10 +93,11 @@ pub fn render(path: &str, ctx: &DocsContext) -> Option<String> {
     Some(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"description\" content=\"{} — documentation of the horizontally scalable chat: protocol, configuration, operations, benchmarks.\">\
          <title>{} · Chat docs</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/pkg/chat.css\"></head>\
          <body>{html}</body></html>",
-        page.title
+        page.title, page.title
     ))
 }
 
@@ -155,6 +156,11 @@ mod tests {
             assert!(html.contains(&format!("<title>{} · Chat docs</title>", p.title)));
             // Without an icon the browser asks for /favicon.ico: a 404 in the console.
             assert!(html.contains("<link rel=\"icon\" href=\"/favicon.svg\""));
+            // Search results show it (Lighthouse's SEO audit asks for one).
+            assert!(html.contains(&format!(
+                "<meta name=\"description\" content=\"{} — ",
+                p.title
+            )));
             for other in PAGES {
                 assert!(html.contains(&format!("href=\"{}\"", href(other))));
             }

@@ -17,7 +17,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
         </p>
         <h2 id="cluster">"Running a cluster"</h2>
         <p>
-            {rich_text("`make cluster` starts redis-server on :6390, instances on :3001 and :3002 and nginx on :3000, from the same nginx template (`deploy/nginx.conf.template`) that `docker-compose.yml` uses. The compose file describes Valkey (append-only, password), two instances and nginx; check it without a container engine with `docker-compose -f docker-compose.yml config`. A production instance looks like this:")}
+            {rich_text("`make cluster` starts redis-server on :6390, instances on :3001 and :3002 and nginx on :3000, from the same nginx template (`deploy/nginx.conf.template`) that `docker-compose.yml` uses. The compose file describes Valkey (append-only, password), two instances and nginx; it requires `SESSION_SECRET` (no default: a public one would let anyone sign session tokens); check it without a container engine with `SESSION_SECRET=… docker-compose -f docker-compose.yml config`. The image runs as user 65532, not root, with a `HEALTHCHECK` on `/readyz`. A production instance looks like this:")}
         </p>
         <pre class="docs-code"><code>"REDIS_URL=rediss://chat:password@valkey.example.com:6380 \\\nREDIS_CA_CERT=/etc/chat/valkey-ca.pem \\\nSESSION_SECRET=$(cat /etc/chat/secret) \\\nTRUST_PROXY_HEADERS=true INSTANCE_ID=$(hostname) \\\nserver --bind 0.0.0.0 --port 3000"</code></pre>
         <h2 id="tls">"Managed Valkey or Redis over TLS"</h2>

@@ -108,7 +108,13 @@ async fn web_app_page_is_rendered_on_the_server() {
     assert_eq!(status, 200);
     // The document shell, the app's own markup and its hydration script:
     // what the server renders whatever the page shows first.
-    for part in ["<html", "<title>Chat</title>", "/pkg/chat.css", "\"chat\""] {
+    for part in [
+        "<html",
+        "<title>Chat</title>",
+        "<meta name=\"description\" content=\"A real-time chat",
+        "/pkg/chat.css",
+        "\"chat\"",
+    ] {
         assert!(body.contains(part), "{part:?} missing from:\n{body}");
     }
     assert_eq!(server.get("/no-such-page").await.0, 404);
