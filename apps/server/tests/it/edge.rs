@@ -256,3 +256,55 @@ async fn hsts_is_sent_when_configured() {
         );
     }
 }
+
+#[tokio::test]
+async fn pages_are_compressed_as_the_client_accepts() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let raw = |encoding: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.expect("connect");
+            tcp.write_all(
+                format!(
+                    "GET /docs/operations HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: {encoding}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write");
+            let mut bytes = Vec::new();
+            tcp.read_to_end(&mut bytes).await.expect("read");
+            let split = bytes
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("head")
+                + 4;
+            let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
+            (head, bytes.len() - split)
+        }
+    };
+    let (plain_head, plain_len) = raw("identity").await;
+    assert!(!plain_head.contains("content-encoding"), "{plain_head}");
+    for (accept, want) in [("br", "br"), ("gzip", "gzip"), ("gzip, deflate, br", "br")] {
+        let (head, len) = raw(accept).await;
+        assert!(
+            head.contains(&format!("content-encoding: {want}\r\n")),
+            "{accept}: {head}"
+        );
+        assert!(head.contains("vary: accept-encoding"), "{head}");
+        assert!(len * 2 < plain_len, "{accept}: {len} bytes of {plain_len}");
+    }
+    // Tiny bodies are sent as they are.
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    tcp.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.expect("read");
+    assert!(
+        answer.ends_with("\r\n\r\nok") && !answer.to_ascii_lowercase().contains("content-encoding"),
+        "{answer}"
+    );
+}
