@@ -306,6 +306,11 @@ fn limits() -> Vec<(&'static str, String, &'static str)> {
             l::DEFAULT_TOKEN_TTL_SECS.to_string(),
             "Default lifetime of a session token, in seconds (7 days).",
         ),
+        (
+            "DEFAULT_SESSION_MAX_LIFETIME_SECS",
+            l::DEFAULT_SESSION_MAX_LIFETIME_SECS.to_string(),
+            "Default maximum lifetime of a session across token renewals, in seconds (30 days).",
+        ),
     ]
 }
 

@@ -59,6 +59,13 @@ pub struct Args {
     #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = protocol::limits::DEFAULT_TOKEN_TTL_SECS)]
     pub token_ttl_secs: u64,
 
+    /// How long a session may last across renewals, in seconds from its
+    /// first token: every `welcome` renews the token, never past this, so a
+    /// stolen token cannot be renewed for ever. Then `hello` with it is
+    /// refused `unauthorized` and the client signs in anew.
+    #[arg(long, env = "SESSION_MAX_LIFETIME_SECS", default_value_t = protocol::limits::DEFAULT_SESSION_MAX_LIFETIME_SECS)]
+    pub session_max_lifetime_secs: u64,
+
     /// Origins allowed to open a WebSocket, comma-separated (e.g.
     /// `https://chat.example.com`), or `*` for any. Empty: same origin only
     /// (the Origin's host must equal the Host header). Requests without an
@@ -258,6 +265,8 @@ pub struct Config {
     /// `None`: a random per-process secret is drawn at start.
     pub session_secret: Option<String>,
     pub token_ttl: Duration,
+    /// `--session-max-lifetime-secs`.
+    pub session_max_lifetime: Duration,
     pub origins: OriginPolicy,
     pub history_cap: usize,
     pub room_retention: Duration,
@@ -462,6 +471,7 @@ impl Args {
             instance_id,
             session_secret: self.session_secret,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
+            session_max_lifetime: Duration::from_secs(self.session_max_lifetime_secs),
             origins,
             history_cap: self.history_cap,
             room_retention: Duration::from_secs(self.room_retention_secs),

@@ -134,7 +134,7 @@ pub async fn run(
     let conn = Arc::new(ConnContext {
         config: config.clone(),
         hub,
-        sessions: Sessions::new(&secret, config.token_ttl),
+        sessions: Sessions::new(&secret, config.token_ttl, config.session_max_lifetime),
         live: Live::default(),
         costs: cost::Costs::new(
             config.frame_costs.clone(),

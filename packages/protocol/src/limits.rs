@@ -83,3 +83,6 @@ pub const DEDUPE_WINDOW_SECS: u64 = 5 * 60;
 
 /// Default lifetime of a session token, in seconds (7 days).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+/// Default maximum lifetime of a session across token renewals, seconds
+/// (30 days; PROTOCOL.md v1.1 "Sessions").
+pub const DEFAULT_SESSION_MAX_LIFETIME_SECS: u64 = 30 * 24 * 60 * 60;

@@ -78,10 +78,10 @@ impl Connection {
             }
         };
         let now = SystemTime::now();
-        let user_id = match token {
-            None => Sessions::new_user_id(),
+        let (user_id, since) = match token {
+            None => (Sessions::new_user_id(), None),
             Some(token) => match self.ctx.sessions.verify(&token, now) {
-                Ok(id) => id,
+                Ok(session) => (session.user_id, Some(session.since)),
                 Err(e) => {
                     self.error(ErrorCode::Unauthorized, &e.to_string(), None)
                         .await?;
@@ -96,7 +96,7 @@ impl Connection {
         };
         let welcome = ServerFrame::Welcome {
             protocol: protocol::PROTOCOL_VERSION,
-            token: self.ctx.sessions.issue(&user.id, now),
+            token: self.ctx.sessions.issue(&user.id, now, since),
             user: user.clone(),
             server: self.ctx.config.instance_id.clone(),
         };

@@ -554,3 +554,33 @@ async fn session_token_keeps_the_user_and_the_new_name_wins() {
     let stranger = server.login("alice").await;
     assert_ne!(stranger.user().id, alice.id);
 }
+
+#[tokio::test]
+async fn a_session_renewed_again_and_again_still_ends_at_its_maximum_lifetime() {
+    let mut cfg = Config::for_tests();
+    cfg.session_max_lifetime = std::time::Duration::from_secs(2);
+    let server = TestServer::start(cfg).await;
+    let first = server.login("alice").await;
+    let alice = first.user().id.clone();
+    let mut token = first.token().to_owned();
+    first.close().await;
+    // Renewed within the lifetime: the same user each time (the renewed
+    // token's expiry is capped at the session's end).
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let again = server.login_as("alice", &token).await;
+        assert_eq!(again.user().id, alice);
+        token = again.token().to_owned();
+        again.close().await;
+    }
+    // Past the lifetime from the first token, the latest renewal is refused.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let mut late = server.connect().await;
+    late.send(&ClientFrame::Hello {
+        name: "alice".to_owned(),
+        token: Some(token),
+    })
+    .await;
+    late.expect_error(ErrorCode::Unauthorized, None).await;
+    assert_eq!(late.expect_close().await, 1008);
+}
