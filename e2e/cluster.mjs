@@ -185,7 +185,7 @@ export async function startCluster({ instances = 2, nginx = false, tag = 'chat' 
       const argv = [
         '--bind', '127.0.0.1', '--port', String(port), '--instance-id', id,
         '--redis-url', cluster.redisUrl, '--session-secret', secret,
-        '--site-root', siteRoot, '--trust-proxy-headers', '--log', 'info',
+        '--site-root', siteRoot, '--trusted-proxies', '127.0.0.1', '--log', 'info',
       ];
       const inst = cluster.track(new Instance(id, port, server, argv, path.join(dir, `${id}.log`)));
       cluster.instances.push(inst);

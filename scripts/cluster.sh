@@ -46,7 +46,7 @@ for i in 1 2; do
   name=server-$([ "$i" = 1 ] && echo a || echo b)
   "$server" --bind 127.0.0.1 --port "300$i" --instance-id "$name" \
     --redis-url "$redis_url" --session-secret "$secret" \
-    --trust-proxy-headers --site-root "$site_root" &
+    --trusted-proxies 127.0.0.1 --site-root "$site_root" &
   pids+=($!)
 done
 

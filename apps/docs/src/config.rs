@@ -43,8 +43,9 @@ pub(crate) fn Configuration(options: Vec<ConfigOption>) -> impl IntoView {
         </table>
         <p>
             "A cluster needs the same " <code>"SESSION_SECRET"</code> " and " <code>"REDIS_URL"</code>
-            " on every instance, and " <code>"TRUST_PROXY_HEADERS=true"</code>
-            " behind a load balancer that sets " <code>"X-Real-IP"</code> "."
+            " on every instance; behind a load balancer that sets " <code>"X-Real-IP"</code>
+            ", " <code>"TRUSTED_PROXIES"</code> " with its addresses (CIDRs), and "
+            <code>"PUBLIC_ORIGIN"</code> " when it rewrites the Host header."
         </p>
     }
 }

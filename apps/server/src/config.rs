@@ -163,10 +163,25 @@ pub struct Args {
     #[arg(long, env = "MAX_CONNS_PER_IP", default_value_t = 1000)]
     pub max_conns_per_ip: usize,
 
-    /// Take the client IP from `X-Real-IP` (set by the load balancer) instead
-    /// of the TCP peer. Only behind a proxy that sets it.
+    /// Trust `X-Real-IP` and `X-Forwarded-Host` from every peer, as if
+    /// `--trusted-proxies 0.0.0.0/0,::/0`. Only when no client can reach the
+    /// instances but through the proxy; prefer `--trusted-proxies`.
     #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false)]
     pub trust_proxy_headers: bool,
+
+    /// The proxies in front of the instances, as CIDRs, comma-separated
+    /// (`10.0.0.0/8,127.0.0.1/32`): from a peer in one of them,
+    /// `X-Real-IP` is the client's address (for the per-IP and per-address
+    /// limits) and `X-Forwarded-Host` the host the browser used (for the
+    /// Origin check). From any other peer these headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// The origin browsers open the chat at (`https://chat.example.com`),
+    /// which a WebSocket's `Origin` may always be (same-origin policy):
+    /// for proxies that rewrite the Host header or drop its port.
+    #[arg(long, env = "PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
 
     /// Frames queued for one client before it counts as too slow and is closed
     /// with 1013. Larger: more memory per slow client, fewer reconnects on bursts.
@@ -285,7 +300,10 @@ pub struct Config {
     pub max_reply_bytes: usize,
     pub max_rooms_per_conn: usize,
     pub max_conns_per_ip: usize,
-    pub trust_proxy_headers: bool,
+    /// `--trusted-proxies` (every address with `--trust-proxy-headers`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `--public-origin`, lowercased, without a trailing slash.
+    pub public_origin: Option<String>,
     pub outbox_capacity: usize,
     pub intake_capacity: usize,
     pub ping_interval: Duration,
@@ -454,6 +472,36 @@ impl Args {
         } else {
             OriginPolicy::List(origins)
         };
+        let mut trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "--trusted-proxies: {c:?} is not an address or a CIDR (10.0.0.0/8)"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.trust_proxy_headers {
+            trusted_proxies
+                .extend(["0.0.0.0/0", "::/0"].map(|c| c.parse::<ipnet::IpNet>().expect("a CIDR")));
+        }
+        let public_origin = match self.public_origin.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(o) if o.starts_with("http://") || o.starts_with("https://") => {
+                Some(o.trim_end_matches('/').to_ascii_lowercase())
+            }
+            Some(o) => {
+                return Err(ConfigError(format!(
+                    "--public-origin must be http(s)://host[:port], not {o:?}"
+                )))
+            }
+        };
         let instance_id = self
             .instance_id
             .filter(|s| !s.trim().is_empty())
@@ -495,7 +543,8 @@ impl Args {
             max_reply_bytes: self.max_reply_bytes,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_conns_per_ip: self.max_conns_per_ip,
-            trust_proxy_headers: self.trust_proxy_headers,
+            trusted_proxies,
+            public_origin,
             outbox_capacity: self.outbox_capacity,
             intake_capacity: self.intake_capacity,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
@@ -551,6 +600,38 @@ mod tests {
         let mut argv = vec!["server", "--redis-url", redis_url, "--leptos-env", "PROD"];
         argv.extend_from_slice(extra);
         Args::parse_from(argv)
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["server", "--leptos-env", "PROD"];
+            argv.extend_from_slice(extra);
+            Args::parse_from(argv).validate()
+        };
+        let c = parse(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1"]).unwrap();
+        let peer = |ip: &str| {
+            c.trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ip.parse::<std::net::IpAddr>().unwrap()))
+        };
+        assert!(peer("10.1.2.3") && peer("127.0.0.1") && peer("::1"));
+        assert!(!peer("192.168.0.1") && !peer("127.0.0.2"));
+        let err = parse(&["--trusted-proxies", "10.0.0.0/33"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--trusted-proxies"), "{err}");
+        assert!(parse(&["--trusted-proxies", "proxy.internal"]).is_err());
+        // The old flag trusts every peer; none of the two trusts none.
+        let all = parse(&["--trust-proxy-headers"]).unwrap();
+        assert!(all
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&"198.51.100.1".parse::<std::net::IpAddr>().unwrap())));
+        assert!(parse(&[]).unwrap().trusted_proxies.is_empty());
+        let o = parse(&["--public-origin", "https://Chat.Example.com/"]).unwrap();
+        assert_eq!(o.public_origin.as_deref(), Some("https://chat.example.com"));
+        assert!(parse(&["--public-origin", "chat.example.com"]).is_err());
     }
 
     #[test]

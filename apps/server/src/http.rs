@@ -5,7 +5,7 @@
 //! [`crate::connection`]. **API boundary:** the routes below; everything a
 //! client does after the upgrade is protocol, not HTTP.
 
-use crate::config::{Args, Config, OriginPolicy};
+use crate::config::{Args, OriginPolicy};
 use crate::connection::{self, ConnContext};
 use crate::cost::AddressKey;
 use crate::metrics as m;
@@ -223,12 +223,21 @@ async fn ws_upgrade(
     upgrade: ws::Upgrade,
 ) -> Response {
     let config = &state.conn.config;
-    if let Err(reason) = check_origin(&config.origins, &headers) {
+    let trusted = config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer.ip()));
+    if let Err(reason) = check_origin(
+        &config.origins,
+        config.public_origin.as_deref(),
+        trusted,
+        &headers,
+    ) {
         metrics::counter!(m::UPGRADES_REFUSED, "reason" => "origin").increment(1);
         tracing::info!(%peer, reason, "websocket upgrade refused");
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
-    let ip = client_ip(config, peer.ip(), &headers);
+    let ip = client_ip(trusted, peer.ip(), &headers);
     let Some(slot) = state.ip_limits.acquire(ip) else {
         metrics::counter!(m::UPGRADES_REFUSED, "reason" => "per_ip").increment(1);
         return (
@@ -259,8 +268,15 @@ async fn ws_upgrade(
 }
 
 /// Checks the upgrade's `Origin` against the policy. No `Origin` header: a
-/// non-browser client, accepted.
-pub(crate) fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), &'static str> {
+/// non-browser client, accepted. Same origin: the Origin is
+/// `public_origin`, or its host (with port) is the request's `Host`, or,
+/// from a `trusted` proxy, its `X-Forwarded-Host`.
+pub(crate) fn check_origin(
+    policy: &OriginPolicy,
+    public_origin: Option<&str>,
+    trusted: bool,
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -279,16 +295,25 @@ pub(crate) fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result
             }
         }
         OriginPolicy::SameOrigin => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_ascii_lowercase)
-                .ok_or("no Host header to compare the Origin with")?;
+            if public_origin == Some(origin.as_str()) {
+                return Ok(());
+            }
             let origin_host = origin
                 .split_once("://")
                 .map(|(_, rest)| rest)
                 .ok_or("Origin is not a URL")?;
-            if origin_host == host {
+            let header_value = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.trim().to_ascii_lowercase())
+            };
+            let host = header_value(header::HOST.as_str());
+            let forwarded = trusted.then(|| header_value("x-forwarded-host")).flatten();
+            if host.is_none() && forwarded.is_none() {
+                return Err("no Host header to compare the Origin with");
+            }
+            if [host, forwarded].iter().flatten().any(|h| h == origin_host) {
                 Ok(())
             } else {
                 Err("cross-origin WebSocket refused")
@@ -297,8 +322,10 @@ pub(crate) fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result
     }
 }
 
-fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if config.trust_proxy_headers {
+/// The client's address: the TCP peer, or the `X-Real-IP` a `trusted`
+/// proxy (the peer is in `--trusted-proxies`) set.
+fn client_ip(trusted: bool, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if trusted {
         if let Some(ip) = headers
             .get("x-real-ip")
             .and_then(|v| v.to_str().ok())
@@ -373,39 +400,82 @@ mod tests {
         h
     }
 
+    /// The policy's answer with no public origin, from an untrusted peer.
+    fn plain(p: &OriginPolicy, h: &HeaderMap) -> Result<(), &'static str> {
+        check_origin(p, None, false, h)
+    }
+
     #[test]
     fn same_origin_policy() {
         let p = OriginPolicy::SameOrigin;
-        assert!(check_origin(&p, &headers(None, "chat.example:3000")).is_ok());
-        assert!(check_origin(
+        assert!(plain(&p, &headers(None, "chat.example:3000")).is_ok());
+        assert!(plain(
             &p,
             &headers(Some("http://chat.example:3000"), "chat.example:3000")
         )
         .is_ok());
-        assert!(check_origin(
+        assert!(plain(
             &p,
             &headers(Some("https://CHAT.example:3000/"), "chat.example:3000")
         )
         .is_ok());
-        assert!(check_origin(
+        assert!(plain(
             &p,
             &headers(Some("http://evil.example"), "chat.example:3000")
         )
         .is_err());
-        assert!(check_origin(
+        assert!(plain(
             &p,
             &headers(Some("http://chat.example:3001"), "chat.example:3000")
         )
         .is_err());
-        assert!(check_origin(&p, &headers(Some("null"), "chat.example:3000")).is_err());
+        assert!(plain(&p, &headers(Some("null"), "chat.example:3000")).is_err());
+    }
+
+    #[test]
+    fn behind_a_proxy_the_public_origin_or_a_trusted_forwarded_host_is_the_same_origin() {
+        let p = OriginPolicy::SameOrigin;
+        // The proxy rewrote Host to the upstream's and dropped the port.
+        let mut h = headers(Some("https://chat.example.com"), "10.0.0.7:3000");
+        assert!(plain(&p, &h).is_err(), "refused without configuration");
+        assert!(check_origin(&p, Some("https://chat.example.com"), false, &h).is_ok());
+        assert!(check_origin(&p, Some("https://other.example.com"), false, &h).is_err());
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("chat.example.com"),
+        );
+        assert!(
+            check_origin(&p, None, true, &h).is_ok(),
+            "a trusted proxy's forwarded host"
+        );
+        assert!(
+            check_origin(&p, None, false, &h).is_err(),
+            "anyone else's is ignored"
+        );
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        assert!(check_origin(&p, None, true, &h).is_err());
+    }
+
+    #[test]
+    fn the_client_address_comes_from_x_real_ip_only_through_a_trusted_proxy() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut h = headers(None, "x");
+        h.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(
+            client_ip(true, peer, &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(false, peer, &h), peer);
+        h.insert("x-real-ip", HeaderValue::from_static("not an address"));
+        assert_eq!(client_ip(true, peer, &h), peer);
     }
 
     #[test]
     fn listed_and_any_policies() {
         let list = OriginPolicy::List(vec!["https://chat.example.com".into()]);
-        assert!(check_origin(&list, &headers(Some("https://chat.example.com"), "x")).is_ok());
-        assert!(check_origin(&list, &headers(Some("http://chat.example.com"), "x")).is_err());
-        assert!(check_origin(&OriginPolicy::Any, &headers(Some("http://anything"), "x")).is_ok());
+        assert!(plain(&list, &headers(Some("https://chat.example.com"), "x")).is_ok());
+        assert!(plain(&list, &headers(Some("http://chat.example.com"), "x")).is_err());
+        assert!(plain(&OriginPolicy::Any, &headers(Some("http://anything"), "x")).is_ok());
     }
 
     #[test]
