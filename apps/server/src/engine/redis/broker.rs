@@ -162,7 +162,7 @@ impl Broker for RedisEngine {
             .run(|mut conn| {
                 let payload = &payload;
                 async move {
-                    redis::cmd(conn.publish_command())
+                    redis::cmd(conn.mode().publish_command())
                         .arg(self.keys.channel(room))
                         .arg(payload)
                         .query_async::<i64>(&mut conn)

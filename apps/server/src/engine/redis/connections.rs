@@ -72,6 +72,17 @@ pub(super) enum Mode {
     Cluster,
 }
 
+impl Mode {
+    /// The publish command of this mode: `SPUBLISH` in a cluster (the
+    /// message goes only to the shard that owns the channel's slot).
+    pub(super) fn publish_command(self) -> &'static str {
+        match self {
+            Mode::Single => "PUBLISH",
+            Mode::Cluster => "SPUBLISH",
+        }
+    }
+}
+
 /// The seed nodes of `--redis-url` and what they turned out to be.
 pub(super) struct Seeds {
     infos: Vec<ConnectionInfo>,
@@ -211,15 +222,6 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    /// The publish command of this mode: `SPUBLISH` in a cluster (the
-    /// message goes only to the shard that owns the channel's slot).
-    pub(super) fn publish_command(&self) -> &'static str {
-        match self {
-            Conn::Single(_) => "PUBLISH",
-            Conn::Cluster(_) => "SPUBLISH",
-        }
-    }
-
     pub(super) fn mode(&self) -> Mode {
         match self {
             Conn::Single(_) => Mode::Single,

@@ -77,10 +77,7 @@ impl Scripts {
     /// prepended on its first line (a comment in every file), so the
     /// line numbers Redis reports stay those of the files.
     fn new(mode: Mode) -> Scripts {
-        let publish = match mode {
-            Mode::Single => "PUBLISH",
-            Mode::Cluster => "SPUBLISH",
-        };
+        let publish = mode.publish_command();
         let script = |source: &str| Script::new(&format!("local PUBLISH = '{publish}' {source}"));
         Scripts {
             publish: script(include_str!("lua/publish.lua")),

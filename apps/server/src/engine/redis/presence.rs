@@ -72,10 +72,10 @@ impl RedisEngine {
             .await
     }
 
-    /// `lua/rooms_index.lua touch`: the room is active for one more TTL
-    /// with `members` members (0: it is not), in its partition.
-    async fn rooms_touch(&self, room: &RoomName, members: u64) -> Result<(), EngineError> {
-        let keys = self.keys.rooms_index(Keys::rooms_partition(room));
+    /// `lua/rooms_index.lua` on partition `p` with `args` (`touch …` or
+    /// `expire`).
+    async fn rooms_index(&self, p: usize, args: &[String]) -> Result<(), EngineError> {
+        let keys = self.keys.rooms_index(p);
         self.commands
             .run(|mut conn| {
                 let keys = &keys;
@@ -83,16 +83,25 @@ impl RedisEngine {
                     self.scripts(&conn)
                         .rooms_index
                         .key(&keys[..])
-                        .arg("touch")
-                        .arg(room.as_str())
-                        .arg(self.presence_ttl.as_millis() as u64)
-                        .arg(members)
+                        .arg(args)
                         .invoke_async::<i64>(&mut conn)
                         .await
                 }
             })
             .await?;
         Ok(())
+    }
+
+    /// `lua/rooms_index.lua touch`: the room is active for one more TTL
+    /// with `members` members (0: it is not), in its partition.
+    async fn rooms_touch(&self, room: &RoomName, members: u64) -> Result<(), EngineError> {
+        let args = [
+            "touch".to_owned(),
+            room.as_str().to_owned(),
+            (self.presence_ttl.as_millis() as u64).to_string(),
+            members.to_string(),
+        ];
+        self.rooms_index(Keys::rooms_partition(room), &args).await
     }
 
     /// `lua/presence_sweep.lua` on `room`: its users whose every instance
@@ -145,22 +154,9 @@ impl RedisEngine {
     /// `lua/rooms_index.lua expire` on every partition.
     async fn rooms_expire(&self) -> Result<(), EngineError> {
         let mut failures = Failures::default();
-        each(&mut failures, 0..ROOMS_PARTITIONS, |p| async move {
-            let keys = self.keys.rooms_index(p);
-            self.commands
-                .run(|mut conn| {
-                    let keys = &keys;
-                    async move {
-                        self.scripts(&conn)
-                            .rooms_index
-                            .key(&keys[..])
-                            .arg("expire")
-                            .invoke_async::<i64>(&mut conn)
-                            .await
-                    }
-                })
-                .await
-                .map(|_| ())
+        let expire = ["expire".to_owned()];
+        each(&mut failures, 0..ROOMS_PARTITIONS, |p| {
+            self.rooms_index(p, &expire)
         })
         .await;
         failures.into_result()
