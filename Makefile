@@ -12,7 +12,7 @@ ENSURE := scripts/ensure.sh
 SITE_ROOT := $(CURDIR)/target/site
 SERVER := $(CARGO_TARGET_DIR)/release/server
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench chaos hostile lighthouse cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench bench-archive chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -24,6 +24,7 @@ help:
 	@echo "              (make cluster REDIS=cluster: a 3-master + 3-replica Redis Cluster instead)"
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
+	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite)"
 	@echo "make lighthouse  Lighthouse scores of the chat page and a docs page (release)"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
@@ -42,7 +43,7 @@ build: build-release
 
 build-release:
 	$(ENSURE) wasm-target cargo-leptos wasm-bindgen wasm-opt
-	cargo leptos build --release
+	cargo leptos build --release --precompress
 
 ## cluster: redis-server + two instances (:3001, :3002) behind nginx on :3000.
 ## REDIS=cluster: a local Redis Cluster (3 masters + 3 replicas) instead.
@@ -61,6 +62,13 @@ bench: build-release
 lighthouse: build-release
 	$(ENSURE) lighthouse chromium
 	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/lighthouse.sh
+
+## bench-archive: messages/s through the archive writer into a PostgreSQL
+## the script starts itself, and into a SQLite file (issue 14).
+bench-archive:
+	$(ENSURE) postgresql
+	cargo build --release -p server --example archive_bench
+	ARCHIVE_BENCH_BIN=$(CARGO_TARGET_DIR)/release/examples/archive_bench scripts/archive_bench.sh
 
 ## chaos: each Redis fault (restart, restore from an older backup, failover,
 ## silent drop, LOADING, pub/sub kill) injected for real under a steady load
@@ -102,7 +110,7 @@ wasm-check:
 	cargo check -p web --target wasm32-unknown-unknown --no-default-features --features hydrate
 
 unit:
-	$(ENSURE) nextest redis-server faketime redis5
+	$(ENSURE) nextest redis-server faketime redis5 postgresql
 	cargo nextest run --workspace --no-fail-fast
 
 ## e2e: browser tests (e2e/). A dev build of the site; the tests start

@@ -10,7 +10,9 @@
 #                 Chromium and downloads no browser)
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst faketime
-#                 Debian packages (apt-get update runs once, first)
+#   postgresql    Debian packages (apt-get update runs once, first); the
+#                 archive's tests start their own server from postgresql's
+#                 binaries, never the machine's service
 #   lighthouse    Lighthouse 12.2.3 from npm into $LIGHTHOUSE_DIR (make
 #                 lighthouse only: it is 110 MB, kept out of node_modules)
 #   redis5        redis-server 5.0.6, the oldest server the tests check, built
@@ -85,6 +87,7 @@ for tool in "$@"; do
     docker-compose) command -v docker-compose >/dev/null || apt_install docker-compose ;;
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
     faketime) command -v faketime >/dev/null || apt_install faketime ;;
+    postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql ;;
     lighthouse)
       command -v npm >/dev/null || apt_install nodejs npm
       if [ ! -x "$LIGHTHOUSE_DIR/node_modules/.bin/lighthouse" ]; then

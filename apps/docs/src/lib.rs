@@ -66,6 +66,9 @@ pub struct Metric {
 pub struct DocsContext {
     pub config: Vec<ConfigOption>,
     pub metrics: Vec<Metric>,
+    /// The app's stylesheet as pages link it: `/pkg/chat.css`, or
+    /// `/pkg/chat.<hash>.css` when the build hashed the asset names.
+    pub stylesheet: String,
 }
 
 /// Renders the page at `path` (relative to `/docs`, slashes at either end
@@ -95,9 +98,9 @@ pub fn render(path: &str, ctx: &DocsContext) -> Option<String> {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"description\" content=\"{} — documentation of the horizontally scalable chat: protocol, configuration, operations, benchmarks.\">\
          <title>{} · Chat docs</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
-         <link rel=\"stylesheet\" href=\"/pkg/chat.css\"></head>\
+         <link rel=\"stylesheet\" href=\"{}\"></head>\
          <body>{html}</body></html>",
-        page.title, page.title
+        page.title, page.title, ctx.stylesheet
     ))
 }
 
@@ -119,6 +122,7 @@ mod tests {
                 name: "chat_connections",
                 help: "Open WebSocket connections (gauge).",
             }],
+            stylesheet: "/pkg/chat.css".to_owned(),
         }
     }
 

@@ -86,9 +86,33 @@ pub struct Args {
     /// How long a room is kept with no member and no new message, in
     /// seconds: then its history, epoch and every key are dropped (Redis
     /// keys expire, refreshed by activity; the in-process engine forgets
-    /// the room). A later join starts it afresh, in a new epoch.
+    /// the room). A later join starts it afresh, in a new epoch, unless
+    /// the archive (`--database-url`) keeps it: then it continues.
     #[arg(long, env = "ROOM_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
     pub room_retention_secs: u64,
+
+    /// Where every message is kept beyond the hot store (the in-process
+    /// engine's memory, the Redis streams): `sqlite://<path>` for one
+    /// process, `postgres://…` for a cluster, or `none`. Unset: with the
+    /// in-process engine, `sqlite://<data-dir>/chat.db`; with Redis, none.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the default SQLite archive (created on first start).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Messages waiting to be archived at most; past it, publishers wait
+    /// for the archive (the hot store keeps what is not archived yet).
+    #[arg(long, env = "ARCHIVE_QUEUE", default_value_t = 65_536)]
+    pub archive_queue: usize,
+
+    /// How long archived messages are kept: `unlimited`, `<days>d`, or a
+    /// number of messages per room, then `pattern=value` overrides for
+    /// rooms whose names match (`*` matches any run of characters; the
+    /// first match wins), comma-separated: `90d,announce-*=unlimited,scratch=1000`.
+    #[arg(long, env = "ARCHIVE_RETENTION", default_value = "unlimited")]
+    pub archive_retention: String,
 
     /// Messages in `joined.history` without `since`.
     #[arg(long, env = "JOIN_HISTORY", default_value_t = protocol::limits::DEFAULT_JOIN_HISTORY)]
@@ -235,6 +259,12 @@ pub struct Args {
     #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
     pub max_http_connections: usize,
 
+    /// Largest HTTP request body accepted, in bytes; a larger one is
+    /// answered 413 Payload Too Large before it is read (a
+    /// `Content-Length` over it at once, a chunked body when it passes it).
+    #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value_t = 65_536)]
+    pub max_request_body_bytes: usize,
+
     /// A user whose last connection in a room closes is announced as left
     /// only after this long, in ms, and not at all if they come back
     /// meanwhile (a page reload, a reconnect to another instance): no
@@ -285,6 +315,10 @@ pub struct Config {
     pub origins: OriginPolicy,
     pub history_cap: usize,
     pub room_retention: Duration,
+    /// `--database-url`, resolved: `None` keeps nothing beyond the hot store.
+    pub database_url: Option<String>,
+    pub archive_queue: usize,
+    pub archive_retention: Retention,
     pub join_history: usize,
     pub max_replay: u64,
     pub join_wait: Duration,
@@ -317,6 +351,8 @@ pub struct Config {
     pub max_http_connections: usize,
     /// `--hsts-max-age-secs` (0: no HSTS).
     pub hsts_max_age_secs: u64,
+    /// `--max-request-body-bytes`.
+    pub max_request_body_bytes: usize,
     pub presence_ttl: Duration,
     pub presence_grace: Duration,
     pub presence_window: Duration,
@@ -345,6 +381,110 @@ pub enum OriginPolicy {
     /// Exactly these origins (scheme://host[:port], compared without a
     /// trailing slash, case-insensitively).
     List(Vec<String>),
+}
+
+/// How long archived messages are kept (`--archive-retention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// For rooms no pattern matches.
+    pub default: Keep,
+    /// `(pattern, keep)` in the order given; the first match wins.
+    pub rooms: Vec<(String, Keep)>,
+}
+
+/// One rule of [`Retention`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Every message, for ever.
+    Unlimited,
+    /// Messages younger than this many days (by their `ts`).
+    Days(u32),
+    /// The newest this many messages of the room.
+    Messages(u64),
+}
+
+impl Retention {
+    /// Parses `unlimited` | `<days>d` | `<messages>`, then
+    /// `pattern=value` items, comma-separated, e.g.
+    /// `90d,announce-*=unlimited,scratch=1000`. At most one item without a
+    /// pattern (the default, `unlimited` when none).
+    pub fn parse(text: &str) -> Result<Retention, String> {
+        fn keep(value: &str) -> Result<Keep, String> {
+            let value = value.trim();
+            if value == "unlimited" {
+                return Ok(Keep::Unlimited);
+            }
+            if let Some(days) = value.strip_suffix('d') {
+                return match days.parse::<u32>() {
+                    Ok(d) if d > 0 => Ok(Keep::Days(d)),
+                    _ => Err(format!("{value:?}: days must be a whole number above 0")),
+                };
+            }
+            match value.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Keep::Messages(n)),
+                _ => Err(format!(
+                    "{value:?} is not `unlimited`, `<days>d` or a number of messages above 0"
+                )),
+            }
+        }
+        let mut default = None;
+        let mut rooms = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((pattern, value)) => {
+                    let pattern = pattern.trim();
+                    if pattern.is_empty() {
+                        return Err(format!("{item:?}: an empty room pattern"));
+                    }
+                    rooms.push((pattern.to_owned(), keep(value)?));
+                }
+                None if default.is_some() => {
+                    return Err(format!(
+                        "{item:?}: a second default (give rooms as pattern=value)"
+                    ))
+                }
+                None => default = Some(keep(item)?),
+            }
+        }
+        Ok(Retention {
+            default: default.unwrap_or(Keep::Unlimited),
+            rooms,
+        })
+    }
+
+    /// The rule of `room`: the first pattern that matches it, else the default.
+    pub fn for_room(&self, room: &str) -> Keep {
+        self.rooms
+            .iter()
+            .find(|(pattern, _)| glob_match(pattern, room))
+            .map_or(self.default, |(_, keep)| *keep)
+    }
+
+    /// Whether every room keeps everything.
+    pub fn is_unlimited(&self) -> bool {
+        self.default == Keep::Unlimited && self.rooms.iter().all(|(_, k)| *k == Keep::Unlimited)
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of
+/// characters (also none) and everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A configuration value that cannot work.
@@ -424,6 +564,41 @@ impl Args {
                 ));
             }
         }
+        let archive_retention = Retention::parse(&self.archive_retention)
+            .map_err(|e| ConfigError(format!("--archive-retention: {e}")))?;
+        positive("--archive-queue", self.archive_queue as u64)?;
+        let redis_url_set = self
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty());
+        let database_url = match self.database_url.as_deref().map(str::trim) {
+            Some("none") => None,
+            Some(url) if !url.is_empty() => {
+                // The URL is not echoed: it may hold a password.
+                if !(url.starts_with("sqlite://")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    return Err(ConfigError(
+                        "--database-url must be sqlite://<path>, postgres://… or none".into(),
+                    ));
+                }
+                if redis_url_set {
+                    return Err(ConfigError(
+                        "--database-url with --redis-url: archiving the Redis streams is not \
+                         built yet (issue 14); use the in-process engine with an archive, or \
+                         Redis without one (--database-url none)"
+                            .into(),
+                    ));
+                }
+                Some(url.to_owned())
+            }
+            _ if redis_url_set => None,
+            _ => Some(format!(
+                "sqlite://{}",
+                self.data_dir.join("chat.db").display()
+            )),
+        };
         let redis = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
                 let urls: Vec<String> = url
@@ -523,6 +698,9 @@ impl Args {
             origins,
             history_cap: self.history_cap,
             room_retention: Duration::from_secs(self.room_retention_secs),
+            database_url,
+            archive_queue: self.archive_queue,
+            archive_retention,
             join_history: self.join_history,
             max_replay: self.max_replay,
             join_wait: Duration::from_millis(self.join_wait_ms),
@@ -555,6 +733,7 @@ impl Args {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_http_connections: self.max_http_connections.max(1),
             hsts_max_age_secs: self.hsts_max_age_secs,
+            max_request_body_bytes: self.max_request_body_bytes,
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             presence_window: Duration::from_millis(self.presence_window_ms),
@@ -579,6 +758,9 @@ impl Config {
             "test",
             "--redis-url",
             "",
+            // Nothing on disk: the archive's tests give one.
+            "--database-url",
+            "none",
             "--leptos-env",
             "PROD",
             // Presence changes at once: the tests of the grace set it.
@@ -593,6 +775,84 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_retention_parses_a_default_and_room_rules() {
+        let r = Retention::parse("90d,announce-*=unlimited,scratch=1000,*-tmp=1d").unwrap();
+        assert_eq!(r.default, Keep::Days(90));
+        assert_eq!(r.for_room("lobby"), Keep::Days(90));
+        assert_eq!(r.for_room("announce-all"), Keep::Unlimited);
+        assert_eq!(r.for_room("scratch"), Keep::Messages(1000));
+        assert_eq!(r.for_room("scratch2"), Keep::Days(90));
+        assert_eq!(r.for_room("x-tmp"), Keep::Days(1));
+        assert!(!r.is_unlimited());
+        assert_eq!(
+            Retention::parse("unlimited").unwrap().default,
+            Keep::Unlimited
+        );
+        assert!(Retention::parse("").unwrap().is_unlimited());
+        assert_eq!(
+            Retention::parse("team-*=5").unwrap().default,
+            Keep::Unlimited
+        );
+        for bad in [
+            "0d", "0", "-1", "10x", "d", "1d,2d", "=5", "a=", "a=soon", "1.5d",
+        ] {
+            assert!(Retention::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn glob_patterns_match_runs_of_any_characters() {
+        for (pattern, text) in [
+            ("*", ""),
+            ("*", "abc"),
+            ("team-*", "team-"),
+            ("team-*", "team-a"),
+            ("*-tmp", "a-tmp"),
+            ("a*b*c", "abc"),
+            ("a*b*c", "a-b-b-c"),
+            ("dm-*-*", "dm-ann-bob"),
+            ("lobby", "lobby"),
+        ] {
+            assert!(glob_match(pattern, text), "{pattern} {text}");
+        }
+        for (pattern, text) in [
+            ("team-*", "team"),
+            ("lobby", "lobby2"),
+            ("a*b*c", "acb"),
+            ("*-tmp", "-tm"),
+            ("ab*ba", "aba"),
+        ] {
+            assert!(!glob_match(pattern, text), "{pattern} {text}");
+        }
+    }
+
+    #[test]
+    fn the_archive_defaults_to_sqlite_in_the_data_dir_without_redis() {
+        let cfg = Args::parse_from(["server", "--redis-url", "", "--data-dir", "/tmp/x"])
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.database_url.as_deref(), Some("sqlite:///tmp/x/chat.db"));
+        let cfg = Args::parse_from(["server", "--redis-url", "", "--database-url", "none"])
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.database_url, None);
+        let cfg = args(
+            "redis://127.0.0.1:1",
+            &["--session-secret", "0123456789abcdef"],
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(
+            cfg.database_url, None,
+            "Redis keeps no archive unless asked"
+        );
+        let err = Args::parse_from(["server", "--redis-url", "", "--database-url", "mysql://x"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--database-url"), "{err}");
+    }
 
     /// Arguments with `--redis-url` given (empty: the in-process engine),
     /// so the environment cannot set it.

@@ -11,7 +11,7 @@ use crate::cost::AddressKey;
 use crate::metrics as m;
 use crate::ws;
 use axum::extract::{ConnectInfo, FromRef, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,10 +21,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tokio_util::task::TaskTracker;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
 
 /// State of the router.
 #[derive(Clone)]
@@ -37,6 +41,8 @@ pub(crate) struct AppState {
     /// upgraded sockets (axum's graceful shutdown does not).
     pub(crate) tracker: TaskTracker,
     pub(crate) next_conn: Arc<AtomicU64>,
+    /// What the docs pages show of this server, built once at start.
+    pub(crate) docs: Arc<docs::DocsContext>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -85,19 +91,37 @@ fn page(options: LeptosOptions) -> impl leptos::IntoView {
     web::shell(options)
 }
 
+/// The header that names a request in every trace of it: taken from the
+/// request when a proxy set it, made (a UUID) otherwise, and sent back.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The router of one instance. Bodies are compressed (br or gzip) when the
-/// client accepts it. Every response carries
+/// client accepts it; `/pkg` files are served precompressed when the build
+/// made `.br`/`.gz` siblings. Every response carries
 /// `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, a
 /// Content-Security-Policy (the chat page's names its nonce; every other
-/// gets the policy without one) and, when configured,
-/// `Strict-Transport-Security`.
-pub(crate) fn router(state: AppState, hsts_max_age_secs: u64) -> Router {
+/// gets the policy without one), `X-Request-Id`, a `Cache-Control`
+/// (immutable for hashed asset names, `no-cache` for everything else, so
+/// pages are revalidated) and, when configured,
+/// `Strict-Transport-Security`. A request body over
+/// `--max-request-body-bytes` is answered 413.
+pub(crate) fn router(state: AppState) -> Router {
+    let config = state.conn.config.clone();
     let leptos = state.leptos.clone();
     let reload_port = (leptos.env == leptos::config::Env::DEV).then_some(leptos.reload_port);
     let routes = generate_route_list(web::App);
     let default_csp = HeaderValue::from_str(&content_security_policy(None, reload_port))
         .expect("the policy is ASCII");
+    let pkg_dir = std::path::Path::new(&*leptos.site_root).join(&*leptos.site_pkg_dir);
+    let pkg = tower::ServiceBuilder::new()
+        .layer(axum::middleware::map_response(asset_cache_control))
+        .service(
+            ServeDir::new(pkg_dir)
+                .precompressed_br()
+                .precompressed_gzip(),
+        );
     let router = Router::new()
+        .nest_service("/pkg", pkg)
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -108,6 +132,11 @@ pub(crate) fn router(state: AppState, hsts_max_age_secs: u64) -> Router {
         .leptos_routes(&state, routes, move || page(leptos.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(page))
         .with_state(state)
+        .layer(RequestBodyLimitLayer::new(config.max_request_body_bytes))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             default_csp,
@@ -130,14 +159,70 @@ pub(crate) fn router(state: AppState, hsts_max_age_secs: u64) -> Router {
                 .br(true)
                 .gzip(true)
                 .quality(CompressionLevel::Precise(4)),
-        );
-    match hsts_max_age_secs {
+        )
+        // Outermost: the id exists before the trace span is made, and
+        // every log line of the request (a refused upgrade, a connection's
+        // whole life: its span is a child of this one) carries it.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    match config.hsts_max_age_secs {
         0 => router,
         age => router.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_str(&format!("max-age={age}")).expect("a number"),
         )),
     }
+}
+
+/// The span of one HTTP request: method, path (never the query, which
+/// may carry a token) and request id.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id
+    )
+}
+
+/// `Cache-Control` of a `/pkg` file: a name that carries its content's
+/// hash (cargo-leptos `hash-files`: `chat.<22 base64url chars>.wasm`)
+/// never changes, so browsers keep it for a year without asking; any
+/// other name is revalidated.
+async fn asset_cache_control<B>(
+    uri: axum::http::Uri,
+    mut response: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let value = if response.status().is_success() && is_hashed_asset_name(uri.path()) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    response
+}
+
+/// Whether the last segment of `path` is `<stem>.<hash>.<ext>` with the
+/// 22-character unpadded base64url MD5 that cargo-leptos puts in names.
+pub(crate) fn is_hashed_asset_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let mut parts = name.rsplit('.');
+    let (Some(_ext), Some(hash), Some(stem)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !stem.is_empty()
+        && hash.len() == 22
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -155,33 +240,96 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn docs_index() -> Response {
-    docs_response("")
+async fn docs_index(State(state): State<AppState>) -> Response {
+    docs_response(&state, "")
 }
 
-async fn docs_page(Path(path): Path<String>) -> Response {
-    docs_response(&path)
+async fn docs_page(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+    docs_response(&state, &path)
 }
 
-fn docs_response(path: &str) -> Response {
-    match docs::render(path, docs_context()) {
+fn docs_response(state: &AppState, path: &str) -> Response {
+    match docs::render(path, &state.docs) {
         Some(html) => Html(html).into_response(),
         None => (StatusCode::NOT_FOUND, "no such docs page").into_response(),
     }
 }
 
 /// What the docs show of this server: its flags (from the clap definition
-/// of [`Args`], so the configuration page cannot drift) and its metrics.
-/// Built once.
-pub(crate) fn docs_context() -> &'static docs::DocsContext {
-    static CONTEXT: OnceLock<docs::DocsContext> = OnceLock::new();
-    CONTEXT.get_or_init(|| docs::DocsContext {
+/// of [`Args`], so the configuration page cannot drift), its metrics, and
+/// the app's stylesheet (`stylesheet`: its href, [`AssetNames::css`]).
+pub(crate) fn docs_context(stylesheet: String) -> docs::DocsContext {
+    docs::DocsContext {
         config: config_options(),
         metrics: m::ALL
             .iter()
             .map(|&(name, help)| docs::Metric { name, help })
             .collect(),
-    })
+        stylesheet,
+    }
+}
+
+/// The names the build gave the web app's files. cargo-leptos with
+/// `hash-files` (the workspace Cargo.toml) names them
+/// `chat.<hash>.{js,wasm,css}` and writes the hashes to `hash.txt`
+/// (lines `js: <hash>`, `wasm: <hash>`, `css: <hash>`) beside the server
+/// binary; a deploy that ships the binary alone puts it in the site root
+/// (the Dockerfile does), which is looked at first. A hash file whose
+/// files are not all in `<site root>/pkg` is ignored, with a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AssetNames {
+    /// The hash file to give leptos (its `hash_file`: an absolute path
+    /// replaces the executable's directory it is joined to), or `None`:
+    /// the names are not hashed.
+    pub(crate) hash_file: Option<std::path::PathBuf>,
+    /// The stylesheet's href: `/pkg/chat.<hash>.css` or `/pkg/chat.css`.
+    pub(crate) css: String,
+}
+
+impl AssetNames {
+    pub(crate) fn find(site_root: &std::path::Path, output_name: &str) -> AssetNames {
+        let beside_exe = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("hash.txt")));
+        for path in [Some(site_root.join("hash.txt")), beside_exe]
+            .into_iter()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let hashes: HashMap<&str, &str> = text
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .map(|(kind, hash)| (kind.trim(), hash.trim()))
+                .collect();
+            let names = ["js", "wasm", "css"].map(|ext| {
+                hashes
+                    .get(ext)
+                    .map(|hash| format!("{output_name}.{hash}.{ext}"))
+            });
+            if names.iter().all(|name| {
+                name.as_ref()
+                    .is_some_and(|n| site_root.join("pkg").join(n).is_file())
+            }) {
+                let css = names[2].as_deref().unwrap_or_default();
+                return AssetNames {
+                    css: format!("/pkg/{css}"),
+                    hash_file: Some(path),
+                };
+            }
+            tracing::warn!(
+                hash_file = %path.display(),
+                site_root = %site_root.display(),
+                "the hash file names files the site root does not have (a build of another \
+                 profile?): ignored; rebuild with cargo leptos build"
+            );
+        }
+        AssetNames {
+            hash_file: None,
+            css: format!("/pkg/{output_name}.css"),
+        }
+    }
 }
 
 /// Every flag of [`Args`] that `--help` shows, with its env var, default
@@ -261,8 +409,10 @@ async fn ws_upgrade(
     }
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let ctx = state.conn.clone();
+    // The upgrade request's span (its request id) is the connection's parent.
+    let request = tracing::Span::current();
     upgrade.on_upgrade(&state.tracker, move |socket| async move {
-        connection::serve(socket, ctx, id, ip).await;
+        connection::serve(socket, ctx, id, ip, request).await;
         drop(slot);
     })
 }
@@ -495,7 +645,31 @@ mod tests {
         assert_eq!(port.env.as_deref(), Some("PORT"));
         assert_eq!(port.default.as_deref(), Some("3000"));
         assert!(options.iter().all(|o| o.flag != "--leptos-env"), "hidden");
-        assert_eq!(docs_context().metrics.len(), m::ALL.len());
+        assert_eq!(docs_context(String::new()).metrics.len(), m::ALL.len());
+    }
+
+    #[test]
+    fn hashed_asset_names_are_those_cargo_leptos_makes() {
+        for hashed in [
+            "/pkg/chat.7qZ3-x_Kd0aV1bN2cM3eFg.wasm",
+            "/pkg/chat.7qZ3-x_Kd0aV1bN2cM3eFg.js",
+            "chat.AAAAAAAAAAAAAAAAAAAAAA.css",
+            "/pkg/snippets/x/inline.AAAAAAAAAAAAAAAAAAAAAA.js",
+        ] {
+            assert!(is_hashed_asset_name(hashed), "{hashed}");
+        }
+        for plain in [
+            "/pkg/chat.wasm",
+            "/pkg/chat.css",
+            "/pkg/.AAAAAAAAAAAAAAAAAAAAAA.js",
+            "/pkg/chat.AAAAAAAAAAAAAAAAAAAAA.js",
+            "/pkg/chat.AAAAAAAAAAAAAAAAAAAAAAA.js",
+            "/pkg/chat.AAAAAAAAAAAAAAAAAAAA+/.js",
+            "/pkg/AAAAAAAAAAAAAAAAAAAAAA.js",
+            "",
+        ] {
+            assert!(!is_hashed_asset_name(plain), "{plain}");
+        }
     }
 
     /// README's configuration table is written by hand; this keeps it

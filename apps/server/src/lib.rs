@@ -11,13 +11,17 @@
 //! - `outbox`: the bounded queue between the hub and one connection.
 //! - `engine`: what instances share: a broker (history, fan-out) and a
 //!   presence store, in memory or on Redis.
+//! - `archive`: every message kept in SQLite or PostgreSQL behind the
+//!   engine's hot store.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
 //! Dependencies point one way: http → ws, connection → hub → outbox,
-//! engine; every module may use codec, config and metrics, which use none
-//! of the others. Only `config` and `metrics` are public (for `main`, the
-//! integration tests and the docs' tables).
+//! engine → archive; every module may use codec, config and metrics, which use none
+//! of the others. Only `config`, `cost`, `metrics` and `archive` are
+//! public (for `main`, the integration tests, the docs' tables and the
+//! archive's benchmark).
 
+pub mod archive;
 mod codec;
 pub mod config;
 mod connection;
@@ -61,10 +65,30 @@ pub async fn run(
     let metrics = metrics::install();
     let tracker = TaskTracker::new();
 
+    let archive = match &config.database_url {
+        Some(url) => {
+            let archive = archive::Archive::connect(url)
+                .await
+                .context("opening the archive (--database-url)")?;
+            tracing::info!(kind = archive.kind(), "archive open");
+            tracker.spawn(archive::retention::run(
+                archive.clone(),
+                config.archive_retention.clone(),
+                shutdown.child_token(),
+            ));
+            Some(archive::writer::ArchiveWriter::start(
+                archive,
+                config.archive_queue,
+            ))
+        }
+        None => None,
+    };
     let (events_tx, events_rx) = mpsc::channel(config.intake_capacity);
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
         None => {
-            let engine = Arc::new(MemoryEngine::new(events_tx, config.history_cap));
+            let engine = Arc::new(
+                MemoryEngine::new(events_tx, config.history_cap).with_archive(archive.clone()),
+            );
             engine.set_retention(config.room_retention);
             (engine.clone(), engine)
         }
@@ -152,8 +176,10 @@ pub async fn run(
             conn.live.shut_down();
         }
     });
+    let assets = http::AssetNames::find(&config.site_root, OUTPUT_NAME);
     let state = http::AppState {
-        leptos: leptos_options(&config, local),
+        leptos: leptos_options(&config, local, &assets),
+        docs: Arc::new(http::docs_context(assets.css)),
         conn,
         metrics,
         ip_limits: http::IpLimits::new(config.max_conns_per_ip),
@@ -168,7 +194,7 @@ pub async fn run(
     );
     serve::serve(
         listener,
-        http::router(state, config.hsts_max_age_secs),
+        http::router(state),
         serve::EdgeLimits {
             header_read_timeout: config.header_read_timeout,
             max_http_connections: config.max_http_connections,
@@ -191,6 +217,18 @@ pub async fn run(
     }
     if let Some(registry) = registry {
         registry.release_instance().await;
+    }
+    // Every message stored is archived before the process ends.
+    if let Some(archive) = archive {
+        if tokio::time::timeout(config.shutdown_deadline, archive.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "shutdown deadline passed before the archive took every message: the last \
+                 ones are in no store now"
+            );
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -235,12 +273,23 @@ async fn claim_instance_id(
     }
 }
 
+/// The web app's file names begin with this (cargo-leptos `output-name`,
+/// and `LEPTOS_OUTPUT_NAME` in .cargo/config.toml).
+const OUTPUT_NAME: &str = "chat";
+
 /// Where the web app's built assets are and what they are called. Built
 /// here from the config rather than from cargo-leptos's environment, so a
 /// binary started by hand serves correct `/pkg` URLs.
-fn leptos_options(config: &Config, local: SocketAddr) -> LeptosOptions {
+fn leptos_options(config: &Config, local: SocketAddr, assets: &http::AssetNames) -> LeptosOptions {
+    let hash_file = assets
+        .hash_file
+        .as_ref()
+        .map(|path| path.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "hash.txt".to_owned());
     LeptosOptions::builder()
-        .output_name("chat")
+        .output_name(OUTPUT_NAME)
+        .hash_files(assets.hash_file.is_some())
+        .hash_file(Arc::<str>::from(hash_file))
         .site_root(config.site_root.to_string_lossy().into_owned())
         .site_pkg_dir("pkg")
         .site_addr(local)

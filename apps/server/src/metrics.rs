@@ -59,6 +59,14 @@ pub const HTTP_REFUSED: &str = "chat_http_refused_total";
 /// Duration of the last presence refresh cycle, seconds (gauge); it must
 /// stay well under a third of `--presence-ttl-ms`.
 pub const PRESENCE_REFRESH_SECONDS: &str = "chat_presence_refresh_seconds";
+/// Messages written to the archive (counter).
+pub const ARCHIVE_WRITTEN: &str = "chat_archive_written_total";
+/// Archive batches that failed and were retried (counter).
+pub const ARCHIVE_ERRORS: &str = "chat_archive_errors_total";
+/// Messages waiting to be archived (gauge).
+pub const ARCHIVE_QUEUE: &str = "chat_archive_queue";
+/// Archived messages deleted by the retention (counter).
+pub const ARCHIVE_EXPIRED: &str = "chat_archive_expired_total";
 
 /// Every metric with what it measures, for the docs' operations page.
 /// A new metric constant belongs in this list too.
@@ -116,6 +124,22 @@ pub const ALL: &[(&str, &str)] = &[
     (
         UPGRADES_REFUSED,
         "WebSocket upgrades refused, label `reason` (`origin`; `per_ip`: `--max-conns-per-ip` open already; `connect_rate`: the address's bucket lacked the `connect` cost) (counter).",
+    ),
+    (
+        ARCHIVE_WRITTEN,
+        "Messages written to the archive (`--database-url`) (counter).",
+    ),
+    (
+        ARCHIVE_ERRORS,
+        "Archive batches that failed; each is retried with backoff until written, and publishers wait once `--archive-queue` messages are waiting (counter).",
+    ),
+    (
+        ARCHIVE_QUEUE,
+        "Messages stored in the hot store and waiting to be archived (gauge).",
+    ),
+    (
+        ARCHIVE_EXPIRED,
+        "Archived messages deleted by `--archive-retention` (counter).",
     ),
     (
         PRESENCE_REFRESH_SECONDS,

@@ -82,13 +82,17 @@ const KEPT_BATCH_CAPACITY: usize = 64;
 /// Not an `async fn`: the connection is built before the future, so the
 /// future holds it once instead of also keeping room for the socket it was
 /// made from. Every open connection keeps this future for its whole life.
+/// `request`: the span of the upgrade request (its request id), the parent
+/// of the connection's span.
 pub(crate) fn serve(
     socket: Socket,
     ctx: Arc<ConnContext>,
     id: ConnId,
     ip: IpAddr,
+    request: tracing::Span,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
+        parent: &request,
         "conn",
         conn = id,
         user = tracing::field::Empty,
@@ -373,8 +377,8 @@ fn kick_reason(code: CloseCode) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Size of the future a function of four arguments returns.
-    fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+    /// Size of the future a function of five arguments returns.
+    fn future_size<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

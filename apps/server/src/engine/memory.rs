@@ -6,14 +6,24 @@
 //! channel (there is no "deliver locally" shortcut), history is capped,
 //! (user, client id) pairs are deduplicated for the dedupe window, and a
 //! room with no member and no new message for the retention is forgotten.
+//!
+//! With an archive (`--database-url`, a SQLite file by default), every
+//! message is also written there in batches, off the publish path; the
+//! history keeps a message past its cap until it is archived, reads older
+//! than the history fall through to the archive, and a room this process
+//! does not hold (after a restart, or forgotten while idle) takes its epoch
+//! and offset from the archive, so they continue.
 
 use super::{
     new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
     Publication, Published, RoomsCursor, RoomsPage,
 };
+use crate::archive::writer::ArchiveWriter;
+use crate::archive::Archived;
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, User};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -31,6 +41,8 @@ pub(crate) struct MemoryEngine {
     /// How long a room with no member and no new message is kept
     /// (`--room-retention-secs`); swept on every presence refresh.
     retention: Mutex<Duration>,
+    /// Where every message is kept too, when configured.
+    archive: Option<ArchiveWriter>,
 }
 
 struct MemRoom {
@@ -38,6 +50,9 @@ struct MemRoom {
     /// in offset order. Async because the send may wait for channel space.
     publish: tokio::sync::Mutex<()>,
     state: Mutex<RoomState>,
+    /// Highest offset written to the archive: the history may drop
+    /// messages up to it once past its cap, and no further.
+    archived: Arc<AtomicU64>,
 }
 
 struct RoomState {
@@ -64,7 +79,14 @@ impl MemoryEngine {
             history_cap: history_cap.max(1),
             dedupe_window: Duration::from_secs(protocol::limits::DEDUPE_WINDOW_SECS),
             retention: Mutex::new(Duration::from_secs(30 * 24 * 3600)),
+            archive: None,
         }
+    }
+
+    /// Keeps every message in `archive` too (see the module doc).
+    pub(crate) fn with_archive(mut self, archive: Option<ArchiveWriter>) -> MemoryEngine {
+        self.archive = archive;
+        self
     }
 
     /// How long a room with no member and no new message is kept (default
@@ -94,33 +116,63 @@ impl MemoryEngine {
         self.rooms.lock().expect("rooms lock").len()
     }
 
-    fn room(&self, room: &RoomName) -> Arc<MemRoom> {
+    /// The room, made when this process does not hold it: in the epoch
+    /// and at the offset the archive has for it, else in a new epoch at 0.
+    /// Errors: the archive cannot be read (`Unavailable`).
+    async fn room(&self, room: &RoomName) -> Result<Arc<MemRoom>, EngineError> {
+        if let Some(held) = self.rooms.lock().expect("rooms lock").get(room) {
+            return Ok(held.clone());
+        }
+        let archived = match &self.archive {
+            Some(writer) => writer
+                .archive()
+                .position(room)
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("the archive: {e}")))?,
+            None => None,
+        };
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        rooms
+        // Another task may have made it while the archive answered: the
+        // first one made is the room.
+        Ok(rooms
             .entry(room.clone())
             .or_insert_with(|| {
+                let (epoch, offset) = archived.unwrap_or_else(|| (new_epoch(), 0));
                 Arc::new(MemRoom {
                     publish: tokio::sync::Mutex::new(()),
                     state: Mutex::new(RoomState {
-                        epoch: new_epoch(),
-                        offset: 0,
+                        epoch,
+                        offset,
                         history: VecDeque::new(),
                         dedupe: HashMap::new(),
                         dedupe_order: VecDeque::new(),
                         members: HashMap::new(),
                         last_active: Instant::now(),
                     }),
+                    archived: Arc::new(AtomicU64::new(offset)),
                 })
             })
-            .clone()
+            .clone())
+    }
+
+    /// Highest offset the history may drop (everything without an archive).
+    fn droppable(&self, r: &MemRoom) -> u64 {
+        match self.archive {
+            Some(_) => r.archived.load(Ordering::Acquire),
+            None => u64::MAX,
+        }
+    }
+
+    fn archive_error(e: sqlx::Error) -> EngineError {
+        EngineError::Unavailable(format!("the archive: {e}"))
     }
 
     /// Forgets the room's messages after `offset`, keeping its epoch: what a
     /// Redis restored from an older snapshot does (tests of the hub's
     /// divergence rule).
     #[cfg(test)]
-    pub(crate) fn lose_history_after(&self, room: &RoomName, offset: u64) {
-        let r = self.room(room);
+    pub(crate) async fn lose_history_after(&self, room: &RoomName, offset: u64) {
+        let r = self.room(room).await.expect("a held room");
         let mut st = r.state.lock().expect("room lock");
         st.offset = st.offset.min(offset);
         st.history.retain(|m| m.offset <= offset);
@@ -147,7 +199,7 @@ impl Broker for MemoryEngine {
         msg: Publication,
         seen: Option<&Position>,
     ) -> Result<Published, EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let _order = r.publish.lock().await;
         let mut new_epoch_of = None;
         let result = {
@@ -179,7 +231,10 @@ impl Broker for MemoryEngine {
                 st.dedupe_order.push_back((now, key));
                 let message = msg.into_message(room, offset);
                 st.history.push_back(message.clone());
-                while st.history.len() > self.history_cap {
+                let droppable = self.droppable(&r);
+                while st.history.len() > self.history_cap
+                    && st.history.front().is_some_and(|m| m.offset <= droppable)
+                {
                     st.history.pop_front();
                 }
                 Ok((st.epoch.clone(), message))
@@ -197,6 +252,20 @@ impl Broker for MemoryEngine {
             Err(duplicate) => return Ok(duplicate),
         };
         let offset = message.offset;
+        if let Some(writer) = &self.archive {
+            // Under the room's publish lock: the archive gets a room's
+            // messages in offset order.
+            writer
+                .push(
+                    Archived {
+                        room: room.clone(),
+                        epoch: epoch.clone(),
+                        message: message.clone(),
+                    },
+                    r.archived.clone(),
+                )
+                .await;
+        }
         self.emit(EngineEvent::Message {
             room: room.clone(),
             epoch: epoch.clone(),
@@ -211,7 +280,7 @@ impl Broker for MemoryEngine {
     }
 
     async fn position(&self, room: &RoomName) -> Result<Position, EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let st = r.state.lock().expect("room lock");
         Ok(Position {
             epoch: st.epoch.clone(),
@@ -220,7 +289,7 @@ impl Broker for MemoryEngine {
     }
 
     async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let _order = r.publish.lock().await;
         let epoch = {
             let mut st = r.state.lock().expect("room lock");
@@ -243,14 +312,31 @@ impl Broker for MemoryEngine {
         after: u64,
         upto: u64,
     ) -> Result<Vec<ChatMessage>, EngineError> {
-        let r = self.room(room);
-        let st = r.state.lock().expect("room lock");
-        Ok(st
-            .history
-            .iter()
-            .filter(|m| m.offset > after && m.offset <= upto)
-            .cloned()
-            .collect())
+        let r = self.room(room).await?;
+        let (low, held) = {
+            let st = r.state.lock().expect("room lock");
+            let held: Vec<ChatMessage> = st
+                .history
+                .iter()
+                .filter(|m| m.offset > after && m.offset <= upto)
+                .cloned()
+                .collect();
+            (st.history.front().map_or(st.offset + 1, |m| m.offset), held)
+        };
+        // Older than the history: in the archive, which holds every
+        // message the history dropped.
+        match &self.archive {
+            Some(writer) if after.saturating_add(1) < low => {
+                let mut older = writer
+                    .archive()
+                    .range(room, after, upto.min(low - 1))
+                    .await
+                    .map_err(Self::archive_error)?;
+                older.extend(held);
+                Ok(older)
+            }
+            _ => Ok(held),
+        }
     }
 
     async fn before(
@@ -259,16 +345,32 @@ impl Broker for MemoryEngine {
         before: u64,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, EngineError> {
-        let r = self.room(room);
-        let st = r.state.lock().expect("room lock");
-        let older: Vec<&ChatMessage> = st
-            .history
-            .iter()
-            .rev()
-            .filter(|m| m.offset < before)
-            .take(limit)
-            .collect();
-        Ok(older.into_iter().rev().cloned().collect())
+        let r = self.room(room).await?;
+        let (low, held) = {
+            let st = r.state.lock().expect("room lock");
+            let newest: Vec<&ChatMessage> = st
+                .history
+                .iter()
+                .rev()
+                .filter(|m| m.offset < before)
+                .take(limit)
+                .collect();
+            let held: Vec<ChatMessage> = newest.into_iter().rev().cloned().collect();
+            (st.history.front().map_or(st.offset + 1, |m| m.offset), held)
+        };
+        let bound = before.min(low);
+        match &self.archive {
+            Some(writer) if held.len() < limit && bound > 1 => {
+                let mut older = writer
+                    .archive()
+                    .before(room, bound, limit - held.len())
+                    .await
+                    .map_err(Self::archive_error)?;
+                older.extend(held);
+                Ok(older)
+            }
+            _ => Ok(held),
+        }
     }
 
     async fn subscribe(&self, _room: &RoomName) -> Result<(), EngineError> {
@@ -294,7 +396,7 @@ impl Broker for MemoryEngine {
 #[async_trait]
 impl PresenceStore for MemoryEngine {
     async fn join(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let new = {
             let mut st = r.state.lock().expect("room lock");
             st.last_active = Instant::now();
@@ -312,7 +414,7 @@ impl PresenceStore for MemoryEngine {
     }
 
     async fn leave(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let gone = {
             let mut st = r.state.lock().expect("room lock");
             st.members.remove(&user.id)
@@ -329,7 +431,7 @@ impl PresenceStore for MemoryEngine {
     }
 
     async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
-        let r = self.room(room);
+        let r = self.room(room).await?;
         let st = r.state.lock().expect("room lock");
         Ok(st.members.values().cloned().collect())
     }

@@ -392,7 +392,7 @@ async fn diverged_rig() -> (Rig, Arc<Outbox>, Arc<str>) {
         .await
         .unwrap()
         .epoch;
-    rig.broker.inner.lose_history_after(&room("lobby"), 5);
+    rig.broker.inner.lose_history_after(&room("lobby"), 5).await;
     (rig, a, epoch)
 }
 

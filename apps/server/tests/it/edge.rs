@@ -3,6 +3,7 @@
 //! graceful shutdown that ends within its deadline whatever the peers do.
 //! Each test talks raw TCP, as a slow or hostile peer would.
 
+use crate::procs::TempDir;
 use crate::support::TestServer;
 use server::config::Config;
 use std::time::{Duration, Instant};
@@ -307,4 +308,209 @@ async fn pages_are_compressed_as_the_client_accepts() {
         answer.ends_with("\r\n\r\nok") && !answer.to_ascii_lowercase().contains("content-encoding"),
         "{answer}"
     );
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) and reads the answer to the
+/// close: status, headers (names lower-cased), body bytes.
+async fn exchange(
+    addr: std::net::SocketAddr,
+    request: &str,
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, raw[split..].to_vec())
+}
+
+#[tokio::test]
+async fn every_response_names_its_request_id_and_keeps_one_a_proxy_set() {
+    let server = TestServer::start(Config::for_tests()).await;
+    let mut seen = std::collections::HashSet::new();
+    for path in [
+        "/healthz",
+        "/",
+        "/docs/",
+        "/no-such-page",
+        "/pkg/nothing.js",
+    ] {
+        let (_, headers, _) = get_with_headers(server.addr, path).await;
+        let id = headers.get("x-request-id").expect(path);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{path}: {id}");
+        assert!(seen.insert(id.clone()), "{path}: {id} repeated");
+    }
+    let (status, headers, _) = exchange(
+        server.addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: edge-7f3a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-request-id"], "edge-7f3a");
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_is_refused_before_it_is_read() {
+    let mut cfg = Config::for_tests();
+    cfg.max_request_body_bytes = 1_000;
+    let server = TestServer::start(cfg).await;
+    // Declared too long: refused at once, the body never sent.
+    for path in ["/", "/healthz", "/docs/", "/ws"] {
+        let (status, _, _) = exchange(
+            server.addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 413, "POST {path}");
+    }
+    // At the limit: not refused for its size.
+    let (status, _, _) = exchange(
+        server.addr,
+        &format!(
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(1000)
+        ),
+    )
+    .await;
+    assert_eq!(
+        status, 405,
+        "POST /healthz under the limit is only the wrong method"
+    );
+}
+
+/// A site root as `cargo leptos build --release --precompress` leaves it
+/// with `hash-files`: hashed names, `.br`/`.gz` siblings, and the hash
+/// file (here in the site root, where the Dockerfile puts it).
+fn hashed_site() -> TempDir {
+    let dir = TempDir::new("site");
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir_all(&pkg).expect("mkdir");
+    for (name, body) in [
+        (
+            "chat.JSJSJSJSJSJSJSJSJSJSJS.js",
+            "export default function init() {}",
+        ),
+        ("chat.WASMWASMWASMWASMWASMWA.wasm", "\0asm plain"),
+        ("chat.WASMWASMWASMWASMWASMWA.wasm.br", "brotli bytes"),
+        ("chat.WASMWASMWASMWASMWASMWA.wasm.gz", "gzip bytes"),
+        ("chat.CSSCSSCSSCSSCSSCSSCSSC.css", "body{}"),
+        ("unhashed.js", "// a snippet"),
+    ] {
+        std::fs::write(pkg.join(name), body).expect("write");
+    }
+    std::fs::write(
+        dir.path().join("hash.txt"),
+        "js: JSJSJSJSJSJSJSJSJSJSJS\nwasm: WASMWASMWASMWASMWASMWA\ncss: CSSCSSCSSCSSCSSCSSCSSC\n",
+    )
+    .expect("write");
+    dir
+}
+
+#[tokio::test]
+async fn hashed_assets_are_immutable_precompressed_and_named_by_the_pages() {
+    let site = hashed_site();
+    let mut cfg = Config::for_tests();
+    cfg.site_root = site.path().to_path_buf();
+    let server = TestServer::start(cfg).await;
+
+    // The pages name the hashed files.
+    let (status, headers, body) = get_with_headers(server.addr, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["cache-control"], "no-cache",
+        "pages are revalidated"
+    );
+    for name in [
+        "/pkg/chat.CSSCSSCSSCSSCSSCSSCSSC.css",
+        "chat.JSJSJSJSJSJSJSJSJSJSJS",
+        "chat.WASMWASMWASMWASMWASMWA",
+    ] {
+        assert!(
+            body.contains(name),
+            "{name} missing from the chat page:\n{body}"
+        );
+    }
+    let (_, headers, docs) = get_with_headers(server.addr, "/docs/").await;
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert!(
+        docs.contains("href=\"/pkg/chat.CSSCSSCSSCSSCSSCSSCSSC.css\""),
+        "{docs}"
+    );
+
+    let get = |path: &str, accept: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {accept}\r\nConnection: close\r\n\r\n")
+    };
+    let wasm = "/pkg/chat.WASMWASMWASMWASMWASMWA.wasm";
+    for (accept, encoding, body) in [
+        ("br", Some("br"), &b"brotli bytes"[..]),
+        ("gzip, br", Some("br"), b"brotli bytes"),
+        ("gzip", Some("gzip"), b"gzip bytes"),
+        ("identity", None, b"\0asm plain"),
+    ] {
+        let (status, headers, got) = exchange(server.addr, &get(wasm, accept)).await;
+        assert_eq!(status, 200, "{accept}");
+        assert_eq!(
+            headers.get("content-encoding").map(String::as_str),
+            encoding,
+            "{accept}"
+        );
+        assert_eq!(
+            got, body,
+            "{accept}: the file the build compressed, sent as it is"
+        );
+        assert_eq!(
+            headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(headers["content-type"], "application/wasm");
+    }
+    for path in [
+        "/pkg/chat.CSSCSSCSSCSSCSSCSSCSSC.css",
+        "/pkg/chat.JSJSJSJSJSJSJSJSJSJSJS.js",
+    ] {
+        let (status, headers, _) = exchange(server.addr, &get(path, "identity")).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            headers["cache-control"], "public, max-age=31536000, immutable",
+            "{path}"
+        );
+    }
+    // A name without a hash may change under the same name; a missing
+    // file is not cached for a year.
+    for (path, want) in [
+        ("/pkg/unhashed.js", 200),
+        ("/pkg/chat.AAAAAAAAAAAAAAAAAAAAAA.js", 404),
+    ] {
+        let (status, headers, _) = exchange(server.addr, &get(path, "identity")).await;
+        assert_eq!(status, want, "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_hash_file_that_names_missing_files_is_ignored() {
+    let site = hashed_site();
+    std::fs::remove_file(site.path().join("pkg/chat.CSSCSSCSSCSSCSSCSSCSSC.css")).expect("rm");
+    let mut cfg = Config::for_tests();
+    cfg.site_root = site.path().to_path_buf();
+    let server = TestServer::start(cfg).await;
+    let (_, _, docs) = get_with_headers(server.addr, "/docs/").await;
+    assert!(docs.contains("href=\"/pkg/chat.css\""), "{docs}");
 }

@@ -13,6 +13,9 @@
 //! - `edge`: the HTTP edge (issue 13): header-read and keep-alive
 //!   timeouts, the cap on connections not yet upgraded, shutdown within
 //!   its deadline.
+//! - `archive`: the archive (issue 14) behind the in-process engine, on a
+//!   real SQLite file: restarts keep history, epochs and offsets;
+//!   scroll-back and recovery reach past the hot store's cap.
 //! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
 //! - `transport`: the upgrade's answers and fragmented writes, on the wire.
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
@@ -24,6 +27,7 @@
 //! - `faults`: Redis misbehaving (issue 19): restores from older snapshots,
 //!   failovers, silent drops, join bursts, old servers, skewed clocks.
 
+mod archive;
 mod chat;
 mod cluster;
 mod costs;

@@ -905,3 +905,144 @@ async fn pump(
     }
     let _ = to.shutdown().await;
 }
+
+/// A PostgreSQL server of the test's own: Debian's `initdb` into a scratch
+/// directory, `postgres` on a free loopback port with its socket in that
+/// directory, trust authentication for the user `chat`. Never the
+/// machine's service. Run as the `postgres` system user when the tests
+/// run as root (PostgreSQL refuses root), with `setpriv`, which execs: the
+/// child is `postgres` itself, killed when dropped.
+pub(crate) struct Postgres {
+    pub(crate) port: u16,
+    _dir: TempDir,
+    _child: Child,
+}
+
+impl Postgres {
+    /// The newest `/usr/lib/postgresql/<major>/bin` (`scripts/ensure.sh
+    /// postgresql` installs Debian's package when it is missing).
+    fn bin_dir() -> PathBuf {
+        let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("/usr/lib/postgresql: run scripts/ensure.sh postgresql")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, bin)| bin.join("initdb").exists())
+            .collect();
+        majors.sort();
+        majors
+            .pop()
+            .expect("no PostgreSQL with initdb under /usr/lib/postgresql")
+            .1
+    }
+
+    /// `command` as the user that may run PostgreSQL: this one, or
+    /// `postgres` when this one is root.
+    fn as_owner(program: &Path) -> Command {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false);
+        if root {
+            let mut command = Command::new("setpriv");
+            command
+                .args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub(crate) async fn start() -> Postgres {
+        let bin = Postgres::bin_dir();
+        let dir = TempDir::new("postgres");
+        let data = dir.path().join("data");
+        // As root, the directory goes to `postgres`; otherwise it is ours
+        // already and chown fails harmlessly.
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status();
+        let out = Postgres::as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "chat", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()
+            .await
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = Postgres::as_owner(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("postgres starts");
+        let postgres = Postgres {
+            port,
+            _dir: dir,
+            _child: child,
+        };
+        postgres.wait_ready().await;
+        postgres
+    }
+
+    /// A URL of the `postgres` database as `chat`.
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://chat@127.0.0.1:{}/postgres", self.port)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(Postgres::bin_dir().join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "chat",
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "postgres on {} not ready in 30 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

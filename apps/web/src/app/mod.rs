@@ -34,7 +34,7 @@ use crate::state::ChatState;
 use composer::Composer;
 use header::Header;
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use members::MemberList;
@@ -55,6 +55,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <meta name="description" content="A real-time chat: rooms, presence and typing, the same messages in the same order on every server, nothing lost when a connection drops."/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                // `/pkg/chat.css`, or `/pkg/chat.<hash>.css` when the build
+                // hashed the file names (cargo-leptos `hash-files`).
+                <HashedStylesheet id="leptos" options=options.clone()/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -71,7 +74,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/chat.css"/>
         <Router>
             <Routes fallback=|| view! { <p class="web-notfound">"Page not found."</p> }>
                 <Route path=path!("") view=ChatPage/>
