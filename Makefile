@@ -12,7 +12,7 @@ ENSURE := scripts/ensure.sh
 SITE_ROOT := $(CURDIR)/target/site
 SERVER := $(CARGO_TARGET_DIR)/release/server
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench bench-archive chaos hostile lighthouse cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check e2e bench bench-archive wasm-size chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
 	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite)"
+	@echo "make wasm-size  what the web app's WebAssembly is made of, per crate"
 	@echo "make lighthouse  Lighthouse scores of the chat page and a docs page (release)"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
 	@echo "make clean    remove build outputs"
@@ -62,6 +63,11 @@ bench: build-release
 lighthouse: build-release
 	$(ENSURE) lighthouse chromium
 	SERVER_BIN=$(SERVER) SITE_ROOT=$(SITE_ROOT) scripts/lighthouse.sh
+
+## wasm-size: code bytes per crate of the web app's WebAssembly (issue 13),
+## from the named wasm `make build` leaves before wasm-bindgen/wasm-opt.
+wasm-size: build-release
+	python3 scripts/wasm_size.py $(CARGO_TARGET_DIR)/front/wasm32-unknown-unknown/wasm-release/web.wasm
 
 ## bench-archive: messages/s through the archive writer into a PostgreSQL
 ## the script starts itself, and into a SQLite file (issue 14).

@@ -191,7 +191,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     )
 }
 
-/// `Cache-Control` of a `/pkg` file: a name that carries its content's
+/// `Cache-Control` and `Vary` of a `/pkg` file: a name that carries its content's
 /// hash (cargo-leptos `hash-files`: `chat.<22 base64url chars>.wasm`)
 /// never changes, so browsers keep it for a year without asking; any
 /// other name is revalidated.
@@ -204,9 +204,13 @@ async fn asset_cache_control<B>(
     } else {
         "no-cache"
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    // The body depends on Accept-Encoding (a `.br` or `.gz` file): a
+    // shared cache must not give one client's encoding to another.
+    if !headers.contains_key(header::VARY) {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     response
 }
 

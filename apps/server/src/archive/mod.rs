@@ -148,45 +148,50 @@ impl Archive {
             (a.room.as_str(), a.message.offset).cmp(&(b.room.as_str(), b.message.offset))
         });
         let rooms: Vec<(&str, (&str, i64))> = rooms.into_iter().collect();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new(format!("INSERT INTO chat_messages ({COLUMNS}) "));
-                insert.push_values(chunk, |mut row, a| {
-                    let m = &a.message;
-                    row.push_bind(a.room.as_str())
-                        .push_bind(sql_offset(m.offset))
-                        .push_bind(&*a.epoch)
-                        .push_bind(m.id.as_str())
-                        .push_bind(m.client_id.as_str())
-                        .push_bind(m.from.id.as_str())
-                        .push_bind(m.from.name.as_str())
-                        .push_bind(m.body.as_str())
-                        .push_bind(m.ts);
-                });
-                insert.push(
-                    " ON CONFLICT (room, msg_offset) DO UPDATE SET epoch = excluded.epoch, \
+        match self {
+            Archive::Postgres(pool) => write_postgres(pool, &rows, &rooms).await,
+            Archive::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut insert =
+                        QueryBuilder::new(format!("INSERT INTO chat_messages ({COLUMNS}) "));
+                    insert.push_values(chunk, |mut row, a| {
+                        let m = &a.message;
+                        row.push_bind(a.room.as_str())
+                            .push_bind(sql_offset(m.offset))
+                            .push_bind(&*a.epoch)
+                            .push_bind(m.id.as_str())
+                            .push_bind(m.client_id.as_str())
+                            .push_bind(m.from.id.as_str())
+                            .push_bind(m.from.name.as_str())
+                            .push_bind(m.body.as_str())
+                            .push_bind(m.ts);
+                    });
+                    insert.push(
+                        " ON CONFLICT (room, msg_offset) DO UPDATE SET epoch = excluded.epoch, \
                      id = excluded.id, client_id = excluded.client_id, user_id = excluded.user_id, \
                      user_name = excluded.user_name, body = excluded.body, ts = excluded.ts \
                      WHERE chat_messages.epoch <> excluded.epoch",
-                );
-                insert.build().execute(&mut *tx).await?;
-            }
-            for chunk in rooms.chunks(ROWS_PER_STATEMENT) {
-                let mut upsert = QueryBuilder::new("INSERT INTO chat_rooms (room, epoch, last_offset) ");
-                upsert.push_values(chunk, |mut row, (room, (epoch, offset))| {
-                    row.push_bind(*room).push_bind(*epoch).push_bind(*offset);
-                });
-                upsert.push(
-                    " ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, \
+                    );
+                    insert.build().execute(&mut *tx).await?;
+                }
+                for chunk in rooms.chunks(ROWS_PER_STATEMENT) {
+                    let mut upsert =
+                        QueryBuilder::new("INSERT INTO chat_rooms (room, epoch, last_offset) ");
+                    upsert.push_values(chunk, |mut row, (room, (epoch, offset))| {
+                        row.push_bind(*room).push_bind(*epoch).push_bind(*offset);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, \
                      last_offset = excluded.last_offset \
                      WHERE chat_rooms.epoch <> excluded.epoch \
                      OR chat_rooms.last_offset < excluded.last_offset",
-                );
-                upsert.build().execute(&mut *tx).await?;
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await
             }
-            tx.commit().await
-        })
+        }
     }
 
     /// The room's epoch and highest archived offset; `None` for a room
@@ -293,6 +298,75 @@ impl Archive {
             Ok(done.rows_affected())
         })
     }
+}
+
+/// [`Archive::write`] on PostgreSQL: each table's rows in one statement
+/// of one array per column (`UNNEST`), so a batch costs two statements
+/// whatever its size; rows as multi-row VALUES would bind nine parameters
+/// each (31,557 messages/s in `make bench-archive` against 54,583 for
+/// SQLite, before this).
+async fn write_postgres(
+    pool: &PgPool,
+    rows: &[&Archived],
+    rooms: &[(&str, (&str, i64))],
+) -> Result<(), sqlx::Error> {
+    let mut columns: [Vec<&str>; 7] = Default::default();
+    let mut offsets = Vec::with_capacity(rows.len());
+    let mut ts = Vec::with_capacity(rows.len());
+    for a in rows {
+        let m = &a.message;
+        for (column, value) in columns.iter_mut().zip([
+            a.room.as_str(),
+            &*a.epoch,
+            m.id.as_str(),
+            m.client_id.as_str(),
+            m.from.id.as_str(),
+            m.from.name.as_str(),
+            m.body.as_str(),
+        ]) {
+            column.push(value);
+        }
+        offsets.push(sql_offset(m.offset));
+        ts.push(m.ts);
+    }
+    let [room, epoch, id, client_id, user_id, user_name, body] = columns;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO chat_messages (room, msg_offset, epoch, id, client_id, user_id, user_name, body, ts) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[], $9::int8[]) \
+         ON CONFLICT (room, msg_offset) DO UPDATE SET epoch = excluded.epoch, \
+         id = excluded.id, client_id = excluded.client_id, user_id = excluded.user_id, \
+         user_name = excluded.user_name, body = excluded.body, ts = excluded.ts \
+         WHERE chat_messages.epoch <> excluded.epoch",
+    )
+    .bind(room)
+    .bind(offsets)
+    .bind(epoch)
+    .bind(id)
+    .bind(client_id)
+    .bind(user_id)
+    .bind(user_name)
+    .bind(body)
+    .bind(ts)
+    .execute(&mut *tx)
+    .await?;
+    let (names, positions): (Vec<&str>, Vec<(&str, i64)>) = rooms.iter().copied().unzip();
+    let (epochs, last): (Vec<&str>, Vec<i64>) = positions.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO chat_rooms (room, epoch, last_offset) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) \
+         ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, \
+         last_offset = excluded.last_offset \
+         WHERE chat_rooms.epoch <> excluded.epoch \
+         OR chat_rooms.last_offset < excluded.last_offset",
+    )
+    .bind(names)
+    .bind(epochs)
+    .bind(last)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// A row of `chat_messages` (the [`COLUMNS`]) as the wire message.

@@ -480,6 +480,7 @@ async fn hashed_assets_are_immutable_precompressed_and_named_by_the_pages() {
             "public, max-age=31536000, immutable"
         );
         assert_eq!(headers["content-type"], "application/wasm");
+        assert_eq!(headers["vary"], "accept-encoding", "{accept}");
     }
     for path in [
         "/pkg/chat.CSSCSSCSSCSSCSSCSSCSSC.css",
