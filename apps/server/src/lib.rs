@@ -74,6 +74,7 @@ pub async fn run(
             tracker.spawn(archive::retention::run(
                 archive.clone(),
                 config.archive_retention.clone(),
+                engine::now_ms,
                 shutdown.child_token(),
             ));
             Some(archive::writer::ArchiveWriter::start(

@@ -41,15 +41,15 @@ pub(crate) async fn apply(
     Ok(deleted)
 }
 
-/// Milliseconds since the Unix epoch (0 before 1970).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Applies the retention now and every [`EVERY`] until `shutdown`.
-pub(crate) async fn run(archive: Archive, retention: Retention, shutdown: CancellationToken) {
+/// Applies the retention now and every [`EVERY`] until `shutdown`, as of
+/// `now_ms` (ms since the Unix epoch: the engine's clock, passed in since
+/// the archive does not depend on the engine).
+pub(crate) async fn run(
+    archive: Archive,
+    retention: Retention,
+    now_ms: fn() -> i64,
+    shutdown: CancellationToken,
+) {
     if retention.is_unlimited() {
         return;
     }

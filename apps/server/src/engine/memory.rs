@@ -71,6 +71,14 @@ struct RoomState {
     last_active: Instant,
 }
 
+impl RoomState {
+    /// The lowest offset the history holds (the next one when it holds
+    /// none): everything below it is in the archive, or gone without one.
+    fn lowest_held(&self) -> u64 {
+        self.history.front().map_or(self.offset + 1, |m| m.offset)
+    }
+}
+
 impl MemoryEngine {
     pub(crate) fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
         MemoryEngine {
@@ -128,7 +136,7 @@ impl MemoryEngine {
                 .archive()
                 .position(room)
                 .await
-                .map_err(|e| EngineError::Unavailable(format!("the archive: {e}")))?,
+                .map_err(Self::archive_error)?,
             None => None,
         };
         let mut rooms = self.rooms.lock().expect("rooms lock");
@@ -321,7 +329,7 @@ impl Broker for MemoryEngine {
                 .filter(|m| m.offset > after && m.offset <= upto)
                 .cloned()
                 .collect();
-            (st.history.front().map_or(st.offset + 1, |m| m.offset), held)
+            (st.lowest_held(), held)
         };
         // Older than the history: in the archive, which holds every
         // message the history dropped.
@@ -356,7 +364,7 @@ impl Broker for MemoryEngine {
                 .take(limit)
                 .collect();
             let held: Vec<ChatMessage> = newest.into_iter().rev().cloned().collect();
-            (st.history.front().map_or(st.offset + 1, |m| m.offset), held)
+            (st.lowest_held(), held)
         };
         let bound = before.min(low);
         match &self.archive {
