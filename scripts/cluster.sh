@@ -3,7 +3,9 @@
 # 127.0.0.1:6390 (its own data dir; never the 6379 one), two chat instances
 # on 127.0.0.1:3001 and :3002 sharing it, and nginx on 127.0.0.1:3000 in
 # front, rendered from deploy/nginx.conf.template (the same file
-# docker-compose uses). Ctrl-C stops everything.
+# docker-compose uses), and a PostgreSQL on 127.0.0.1:5433 (its data in
+# target/cluster/postgres, kept between runs) that both instances archive
+# into. Ctrl-C stops everything.
 #
 # `make cluster REDIS=cluster`: the same with a Redis Cluster instead of
 # one Redis: 3 masters on 6390-6392 and a replica of each on 6393-6395
@@ -41,11 +43,17 @@ else
   redis_desc="redis :$redis_port"
 fi
 
+postgres_port=${CLUSTER_POSTGRES_PORT:-5433}
+. scripts/postgres.sh
+postgres_up "$work/postgres/data" "$postgres_port"
+pids+=("$pg_pid")
+database_url=postgres://chat@127.0.0.1:$postgres_port/postgres
+
 secret=${SESSION_SECRET:-local-cluster-secret-change-me}
 for i in 1 2; do
   name=server-$([ "$i" = 1 ] && echo a || echo b)
   "$server" --bind 127.0.0.1 --port "300$i" --instance-id "$name" \
-    --redis-url "$redis_url" --session-secret "$secret" \
+    --redis-url "$redis_url" --database-url "$database_url" --session-secret "$secret" \
     --trusted-proxies 127.0.0.1 --site-root "$site_root" &
   pids+=($!)
 done
@@ -72,5 +80,5 @@ CONF
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
-echo "cluster: http://127.0.0.1:3000 (nginx) -> server-a :3001, server-b :3002; $redis_desc"
+echo "cluster: http://127.0.0.1:3000 (nginx) -> server-a :3001, server-b :3002; $redis_desc; postgres :$postgres_port"
 wait -n "${pids[@]}"

@@ -114,6 +114,12 @@ pub struct Args {
     #[arg(long, env = "ARCHIVE_RETENTION", default_value = "unlimited")]
     pub archive_retention: String,
 
+    /// With Redis and an archive: seconds a message may stay read but not
+    /// archived by one instance before another takes it over (the first
+    /// died mid-batch; `XCLAIM` on the stream's consumer group).
+    #[arg(long, env = "ARCHIVE_CLAIM_AFTER_SECS", default_value_t = 30)]
+    pub archive_claim_after_secs: u64,
+
     /// Messages in `joined.history` without `since`.
     #[arg(long, env = "JOIN_HISTORY", default_value_t = protocol::limits::DEFAULT_JOIN_HISTORY)]
     pub join_history: usize,
@@ -319,6 +325,7 @@ pub struct Config {
     pub database_url: Option<String>,
     pub archive_queue: usize,
     pub archive_retention: Retention,
+    pub archive_claim_after: Duration,
     pub join_history: usize,
     pub max_replay: u64,
     pub join_wait: Duration,
@@ -567,6 +574,7 @@ impl Args {
         let archive_retention = Retention::parse(&self.archive_retention)
             .map_err(|e| ConfigError(format!("--archive-retention: {e}")))?;
         positive("--archive-queue", self.archive_queue as u64)?;
+        positive("--archive-claim-after-secs", self.archive_claim_after_secs)?;
         let redis_url_set = self
             .redis_url
             .as_deref()
@@ -581,14 +589,6 @@ impl Args {
                 {
                     return Err(ConfigError(
                         "--database-url must be sqlite://<path>, postgres://… or none".into(),
-                    ));
-                }
-                if redis_url_set {
-                    return Err(ConfigError(
-                        "--database-url with --redis-url: archiving the Redis streams is not \
-                         built yet (issue 14); use the in-process engine with an archive, or \
-                         Redis without one (--database-url none)"
-                            .into(),
                     ));
                 }
                 Some(url.to_owned())
@@ -701,6 +701,7 @@ impl Args {
             database_url,
             archive_queue: self.archive_queue,
             archive_retention,
+            archive_claim_after: Duration::from_secs(self.archive_claim_after_secs),
             join_history: self.join_history,
             max_replay: self.max_replay,
             join_wait: Duration::from_millis(self.join_wait_ms),
@@ -847,6 +848,22 @@ mod tests {
         assert_eq!(
             cfg.database_url, None,
             "Redis keeps no archive unless asked"
+        );
+        let cfg = args(
+            "redis://127.0.0.1:1",
+            &[
+                "--session-secret",
+                "0123456789abcdef",
+                "--database-url",
+                "postgres://db/chat",
+            ],
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(
+            cfg.database_url.as_deref(),
+            Some("postgres://db/chat"),
+            "the Redis streams archived into PostgreSQL"
         );
         let err = Args::parse_from(["server", "--redis-url", "", "--database-url", "mysql://x"])
             .validate()

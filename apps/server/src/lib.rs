@@ -77,18 +77,24 @@ pub async fn run(
                 engine::now_ms,
                 shutdown.child_token(),
             ));
-            Some(archive::writer::ArchiveWriter::start(
-                archive,
-                config.archive_queue,
-            ))
+            Some(archive)
         }
         None => None,
+    };
+    // The in-process engine writes the archive through this queue; the
+    // Redis engine moves its streams into the archive itself.
+    let writer = match (&archive, &config.redis) {
+        (Some(archive), None) => Some(archive::writer::ArchiveWriter::start(
+            archive.clone(),
+            config.archive_queue,
+        )),
+        _ => None,
     };
     let (events_tx, events_rx) = mpsc::channel(config.intake_capacity);
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
         None => {
             let engine = Arc::new(
-                MemoryEngine::new(events_tx, config.history_cap).with_archive(archive.clone()),
+                MemoryEngine::new(events_tx, config.history_cap).with_archive(writer.clone()),
             );
             engine.set_retention(config.room_retention);
             (engine.clone(), engine)
@@ -105,6 +111,7 @@ pub async fn run(
                     presence_ttl: config.presence_ttl,
                     retention: config.room_retention,
                 },
+                archive.map(|archive| (archive, config.archive_claim_after)),
                 events_tx,
                 &tracker,
                 shutdown.child_token(),
@@ -220,8 +227,8 @@ pub async fn run(
         registry.release_instance().await;
     }
     // Every message stored is archived before the process ends.
-    if let Some(archive) = archive {
-        if tokio::time::timeout(config.shutdown_deadline, archive.flush())
+    if let Some(writer) = writer {
+        if tokio::time::timeout(config.shutdown_deadline, writer.flush())
             .await
             .is_err()
         {

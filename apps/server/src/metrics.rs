@@ -65,6 +65,8 @@ pub const ARCHIVE_WRITTEN: &str = "chat_archive_written_total";
 pub const ARCHIVE_ERRORS: &str = "chat_archive_errors_total";
 /// Messages waiting to be archived (gauge).
 pub const ARCHIVE_QUEUE: &str = "chat_archive_queue";
+/// Rooms the Redis store had lost, restored from the archive (counter).
+pub const ARCHIVE_RESTORED: &str = "chat_archive_restored_total";
 /// Archived messages deleted by the retention (counter).
 pub const ARCHIVE_EXPIRED: &str = "chat_archive_expired_total";
 
@@ -132,6 +134,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         ARCHIVE_ERRORS,
         "Archive batches that failed; each is retried with backoff until written, and publishers wait once `--archive-queue` messages are waiting (counter).",
+    ),
+    (
+        ARCHIVE_RESTORED,
+        "Rooms with messages that the Redis store had lost (wiped, replaced, expired) and that took their epoch and offset back from the archive, with what this instance held of them that was not archived yet (counter).",
     ),
     (
         ARCHIVE_QUEUE,

@@ -113,7 +113,7 @@ async fn write_loop(archive: Archive, mut rx: mpsc::Receiver<Command>) {
 
 /// Writes `batch`, retrying with exponential backoff (capped at
 /// [`MAX_BACKOFF`]) until the database takes it.
-async fn write_until_done(archive: &Archive, batch: &[Archived]) {
+pub(crate) async fn write_until_done(archive: &Archive, batch: &[Archived]) {
     use backon::{BackoffBuilder, ExponentialBuilder};
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))

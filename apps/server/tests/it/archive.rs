@@ -4,10 +4,13 @@
 //! restarted keeps history, epochs and offsets; scroll-back and recovery
 //! reach past the hot store's cap.
 
-use crate::procs::TempDir;
+use crate::cluster::{login, saw_join, send_until_acked, wait_ready, FAST, SLOW};
+use crate::faults::{messages_within, redis_cmd};
+use crate::procs::{Postgres, Proxy, Redis, ServerProc, TempDir};
 use crate::support::{offsets, unthrottled, Client, TestServer};
 use protocol::{ChatMessage, ClientFrame, ServerFrame, Since};
 use server::config::Config;
+use std::time::Duration;
 
 const ROOM: &str = "lobby";
 
@@ -20,18 +23,27 @@ fn archived_at(dir: &TempDir) -> Config {
     cfg
 }
 
-/// One `history` page: the newest `limit` messages before `before`.
-async fn history(client: &mut Client, before: Option<u64>, limit: u64) -> Vec<ChatMessage> {
+/// One `history` page of `room`: the newest `limit` messages before `before`.
+async fn history(
+    client: &mut Client,
+    room: &str,
+    before: Option<u64>,
+    limit: u64,
+) -> Vec<ChatMessage> {
     client
         .send(&ClientFrame::History {
-            room: ROOM.to_owned(),
+            room: room.to_owned(),
             before,
             limit: Some(limit),
         })
         .await;
-    match client.recv().await {
-        ServerFrame::History { messages, .. } => messages,
-        other => panic!("expected history, got {other:?}"),
+    // Presence of the room's other members may come first.
+    loop {
+        match client.recv().await {
+            ServerFrame::History { messages, .. } => return messages,
+            ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => {}
+            other => panic!("expected history, got {other:?}"),
+        }
     }
 }
 
@@ -91,7 +103,7 @@ async fn scroll_back_reaches_the_first_of_2500_messages() {
     let mut pages = Vec::new();
     let mut before = None;
     loop {
-        let page = history(&mut alice, before, 200).await;
+        let page = history(&mut alice, ROOM, before, 200).await;
         let Some(first) = page.first() else { break };
         before = Some(first.offset);
         pages.push(page);
@@ -139,7 +151,7 @@ async fn without_an_archive_the_cap_still_bounds_history() {
     let mut alice = server.login("alice").await;
     let joined = alice.join(ROOM).await;
     alice.post_many(ROOM, 300).await;
-    let page = history(&mut alice, Some(150), 200).await;
+    let page = history(&mut alice, ROOM, Some(150), 200).await;
     assert_eq!(offsets(&page), Vec::<u64>::new(), "1 to 200 are gone");
     let mut bob = server.login("bob").await;
     let back = bob
@@ -188,6 +200,380 @@ async fn a_postgres_archive_keeps_history_epochs_and_offsets_across_restarts() {
     );
     assert_eq!(back.history, sent[100..]);
     assert_eq!(bob.post(ROOM, "continued").await.offset, 301);
-    let oldest = history(&mut bob, Some(3), 10).await;
+    let oldest = history(&mut bob, ROOM, Some(3), 10).await;
     assert_eq!(oldest, sent[..2]);
+}
+
+// The archive behind Redis: the streams moved into a real PostgreSQL by
+// the instances' archivers (a consumer group per stream), real
+// `redis-server` and real server processes, faults injected for real.
+
+/// Flags of an instance archiving into `database`, with a small stream cap
+/// so that reads go past it, taking over another instance's pending
+/// messages after `claim_after` seconds.
+fn archiving(database: &str, claim_after: u64) -> Vec<String> {
+    let mut args: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "--database-url",
+            database,
+            "--history-cap",
+            "50",
+            "--archive-claim-after-secs",
+            &claim_after.to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    args
+}
+
+async fn start_archiving(instance: &str, redis: &Redis, database: &str) -> ServerProc {
+    start_archiving_with(instance, redis, database, 1).await
+}
+
+async fn start_archiving_with(
+    instance: &str,
+    redis: &Redis,
+    database: &str,
+    claim_after: u64,
+) -> ServerProc {
+    let args = archiving(database, claim_after);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = ServerProc::start(instance, &redis.url(), &args).await;
+    wait_ready(&server, 200).await;
+    server
+}
+
+/// What PostgreSQL holds of `room`: (rows, distinct offsets, distinct
+/// message ids, lowest offset, highest offset).
+async fn archived_rows(postgres: &Postgres, room: &str) -> (i64, i64, i64, i64, i64) {
+    let pool = sqlx::PgPool::connect(&postgres.url())
+        .await
+        .expect("test connection");
+    let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT msg_offset), count(DISTINCT id), \
+         min(msg_offset), max(msg_offset) FROM chat_messages WHERE room = $1",
+    )
+    .bind(room)
+    .fetch_one(&pool)
+    .await
+    .expect("archive query");
+    pool.close().await;
+    (row.0, row.1, row.2, row.3.unwrap_or(0), row.4.unwrap_or(0))
+}
+
+/// Waits until PostgreSQL holds offsets 1..=n of `room`, each once, and
+/// nothing else.
+async fn archived_exactly(postgres: &Postgres, room: &str, n: i64) {
+    let deadline = tokio::time::Instant::now() + SLOW;
+    loop {
+        let got = archived_rows(postgres, room).await;
+        if got == (n, n, n, 1, n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the archive holds (rows, offsets, ids, min, max) = {got:?} of {room}, not 1..={n} once each"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads acks of `ids`, in order, skipping every other frame (the room's
+/// messages come between them); returns their offsets.
+async fn acks_of(client: &mut Client, ids: &[String]) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(ids.len());
+    for id in ids {
+        offsets.push(client.expect_ack_skipping(id).await);
+    }
+    offsets
+}
+
+/// Issue 14: `FLUSHALL` while a member sends. Every instance's room comes
+/// back from the archive with its epoch and offset (and the messages it
+/// held that were not archived yet), so offsets continue: members on both
+/// instances get every message once, in order, re-join with
+/// `recovered: true`, scroll back to offset 1, and the archive holds each
+/// message once.
+#[tokio::test]
+async fn flushall_during_traffic_loses_nothing() {
+    let postgres = Postgres::start().await;
+    let redis = Redis::start().await;
+    let a = start_archiving("archive-a", &redis, &postgres.url()).await;
+    let b = start_archiving("archive-b", &redis, &postgres.url()).await;
+    let mut alice = login(&a, "alice").await;
+    let joined = alice.join("ops").await;
+    let mut bob = login(&b, "bob").await;
+    bob.join("ops").await;
+    saw_join(&mut alice, bob.user()).await;
+
+    // 100 sends in flight; the store is wiped once half of them are
+    // acked, while the rest are being published; 100 more follow.
+    let ids: Vec<String> = (1..=200).map(|i| format!("m{i}")).collect();
+    for id in &ids[..100] {
+        alice.submit("ops", id, "before and during").await;
+    }
+    let mut acked = acks_of(&mut alice, &ids[..50]).await;
+    redis_cmd(&redis, &["FLUSHALL"]).await;
+    for id in &ids[100..] {
+        alice.submit("ops", id, "during and after").await;
+    }
+    acked.extend(acks_of(&mut alice, &ids[50..]).await);
+    assert_eq!(acked, (1..=200).collect::<Vec<u64>>(), "offsets continue");
+    let got = messages_within(&mut bob, 200).await;
+    assert_eq!(offsets(&got), (1..=200).collect::<Vec<u64>>());
+    assert_eq!(
+        got.iter().map(|m| m.client_id.as_str()).collect::<Vec<_>>(),
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every message once, in the order sent"
+    );
+    assert!(a.logged(&["restored from the archive"]) || b.logged(&["restored from the archive"]));
+
+    // Members who come back recover: same epoch, nothing missing.
+    for (server, name, since) in [(&a, "alice2", 20), (&b, "bob2", 150)] {
+        let mut back = login(server, name).await;
+        let rejoined = back
+            .join_since(
+                "ops",
+                Since {
+                    epoch: joined.epoch.clone(),
+                    offset: since,
+                },
+            )
+            .await;
+        assert!(rejoined.recovered, "{name} recovers from {since}");
+        assert_eq!(rejoined.epoch, joined.epoch);
+        assert_eq!(
+            offsets(&rejoined.history),
+            (since + 1..=200).collect::<Vec<u64>>()
+        );
+        // Scroll-back reaches the first message through the archive.
+        let mut before = None;
+        let mut pages = Vec::new();
+        loop {
+            let page = history(&mut back, "ops", before, 64).await;
+            let Some(first) = page.first() else { break };
+            before = Some(first.offset);
+            pages.push(page);
+        }
+        let all: Vec<ChatMessage> = pages.into_iter().rev().flatten().collect();
+        assert_eq!(all, got, "{name} scrolls back to offset 1");
+    }
+    // The next message continues too, and reaches the other instance.
+    assert_eq!(
+        send_until_acked(&mut bob, "ops", "m201", "after").await,
+        201
+    );
+    // Alice's own deliveries came between her acks; the next one is 201.
+    let next = loop {
+        let m = messages_within(&mut alice, 1).await.remove(0);
+        if m.offset > 200 {
+            break m;
+        }
+    };
+    assert_eq!((next.offset, next.client_id.as_str()), (201, "m201"));
+    archived_exactly(&postgres, "ops", 201).await;
+}
+
+/// Two archiving instances on one Redis, A's database connection through a
+/// proxy of the test's own; Alice on A and Bob on B in room `ops`; offsets
+/// 1..=10 sent by Alice and archived; then A's database connection stops
+/// forwarding (its archive writes hang from now on). Bind every field:
+/// one left to `..` is dropped (a server killed, the proxy gone).
+struct Lagging {
+    postgres: Postgres,
+    _proxy: Proxy,
+    redis: Redis,
+    a: ServerProc,
+    b: ServerProc,
+    alice: Client,
+    bob: Client,
+    epoch: String,
+}
+
+async fn lagging(claim_after: u64) -> Lagging {
+    let postgres = Postgres::start().await;
+    let proxy = Proxy::start(postgres.port).await;
+    let through_proxy = postgres.url().replace(
+        &format!(":{}/", postgres.port),
+        &format!(":{}/", proxy.port),
+    );
+    let redis = Redis::start().await;
+    let a = start_archiving_with("archive-a", &redis, &through_proxy, claim_after).await;
+    let b = start_archiving_with("archive-b", &redis, &postgres.url(), claim_after).await;
+    let mut alice = login(&a, "alice").await;
+    let epoch = alice.join("ops").await.epoch;
+    let mut bob = login(&b, "bob").await;
+    bob.join("ops").await;
+    saw_join(&mut alice, bob.user()).await;
+    for i in 1..=10 {
+        assert_eq!(
+            send_until_acked(&mut alice, "ops", &format!("m{i}"), "archived").await,
+            i
+        );
+    }
+    archived_exactly(&postgres, "ops", 10).await;
+    proxy.blackhole();
+    Lagging {
+        postgres,
+        _proxy: proxy,
+        redis,
+        a,
+        b,
+        alice,
+        bob,
+        epoch,
+    }
+}
+
+/// Issue 14: an instance killed (`kill -9`) while it had read messages
+/// from the streams and was writing them: its database connection stops
+/// forwarding (a proxy of the test's own), so the messages stay pending to
+/// it in the consumer group (70 of them, more than the stream's cap of 50:
+/// the stream keeps every message not archived). The other instance claims
+/// them once they have been pending `--archive-claim-after-secs`;
+/// PostgreSQL ends with every message once.
+#[tokio::test]
+async fn an_instance_killed_mid_archive_leaves_nothing_missing_or_doubled() {
+    let Lagging {
+        postgres,
+        redis,
+        mut a,
+        b: _b,
+        _proxy,
+        mut alice,
+        mut bob,
+        epoch: _,
+    } = lagging(1).await;
+    for i in 11..=80 {
+        assert_eq!(
+            send_until_acked(&mut alice, "ops", &format!("m{i}"), "pending").await,
+            i
+        );
+    }
+    // A has read them: they are pending to it in the group.
+    let deadline = tokio::time::Instant::now() + SLOW;
+    loop {
+        let pending = redis_cmd(
+            &redis,
+            &[
+                "XPENDING",
+                "chat:{ops}:log",
+                "archive",
+                "-",
+                "+",
+                "100",
+                "archive-a",
+            ],
+        )
+        .await;
+        let redis::Value::Array(entries) = pending else {
+            panic!("XPENDING: {pending:?}")
+        };
+        if !entries.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never read the messages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill9().await;
+
+    // B takes them over, and goes on archiving its own.
+    for i in 81..=90 {
+        assert_eq!(
+            send_until_acked(&mut bob, "ops", &format!("m{i}"), "after").await,
+            i
+        );
+    }
+    archived_exactly(&postgres, "ops", 90).await;
+}
+
+/// Issue 14: `FLUSHALL` while the archive lags behind. Instance A's
+/// database connection stops forwarding after message 10, so 11..=20 are
+/// in Redis only (and no instance claims them: 30 s). Redis is wiped.
+/// B, where Bob is, restores the room from the archive (10) and from what
+/// it received on the room's channel and was not told is archived
+/// (11..=20), writing those first: Bob's next message is 21 in the same
+/// epoch, and the archive holds 1..=21. Restoring from the archive alone
+/// would continue at 11 and give 11..=20 away.
+#[tokio::test]
+async fn a_wipe_while_the_archive_lags_restores_what_the_instances_held() {
+    let Lagging {
+        postgres,
+        redis,
+        a: _a,
+        b,
+        _proxy,
+        mut alice,
+        mut bob,
+        epoch,
+    } = lagging(30).await;
+    for i in 11..=20 {
+        assert_eq!(
+            send_until_acked(&mut alice, "ops", &format!("m{i}"), "held").await,
+            i
+        );
+    }
+    assert_eq!(
+        offsets(&messages_within(&mut bob, 20).await),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        archived_rows(&postgres, "ops").await.4,
+        10,
+        "11..=20 are in Redis only"
+    );
+
+    redis_cmd(&redis, &["FLUSHALL"]).await;
+    assert_eq!(
+        send_until_acked(&mut bob, "ops", "m21", "after the wipe").await,
+        21
+    );
+    assert!(b.logged(&["restored from the archive", "offset=20", "from_tail=10"]));
+    archived_exactly(&postgres, "ops", 21).await;
+    let mut carol = login(&b, "carol").await;
+    let back = carol.join_since("ops", Since { epoch, offset: 5 }).await;
+    assert!(back.recovered);
+    assert_eq!(offsets(&back.history), (6..=21).collect::<Vec<u64>>());
+}
+
+/// The archiver's commands on Redis 5.0.6 (the oldest server the engine
+/// takes; `XPENDING`'s extended form without `IDLE`, `XCLAIM`, no
+/// `XAUTOCLAIM`): ready (the probe runs each of them), archived, and a
+/// wipe restored.
+#[tokio::test]
+async fn the_archiver_works_on_redis_5_0() {
+    let postgres = Postgres::start().await;
+    let redis = Redis::start_5_0().await;
+    let a = start_archiving("archive-a", &redis, &postgres.url()).await;
+    let mut alice = login(&a, "alice").await;
+    let joined = alice.join("ops").await;
+    for i in 1..=60 {
+        assert_eq!(
+            send_until_acked(&mut alice, "ops", &format!("m{i}"), "hi").await,
+            i
+        );
+    }
+    archived_exactly(&postgres, "ops", 60).await;
+    redis_cmd(&redis, &["FLUSHALL"]).await;
+    assert_eq!(
+        send_until_acked(&mut alice, "ops", "m61", "after").await,
+        61
+    );
+    archived_exactly(&postgres, "ops", 61).await;
+    let mut bob = login(&a, "bob").await;
+    let back = bob
+        .join_since(
+            "ops",
+            Since {
+                epoch: joined.epoch,
+                offset: 0,
+            },
+        )
+        .await;
+    assert!(back.recovered);
+    assert_eq!(offsets(&back.history), (1..=61).collect::<Vec<u64>>());
 }

@@ -276,7 +276,7 @@ async fn an_offset_that_goes_back_on_pubsub_starts_a_new_epoch() {
 
 /// Reads messages until `n` arrived, waiting up to [`SLOW`] for each (a
 /// reconnect's backoff and catch-up come first).
-async fn messages_within(client: &mut Client, n: usize) -> Vec<protocol::ChatMessage> {
+pub(crate) async fn messages_within(client: &mut Client, n: usize) -> Vec<protocol::ChatMessage> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         match client.next_within(SLOW).await {
@@ -290,7 +290,7 @@ async fn messages_within(client: &mut Client, n: usize) -> Vec<protocol::ChatMes
 
 /// Runs a command on a control connection of the test's own to `redis`
 /// (no response timeout: `DEBUG POPULATE` of millions of keys takes seconds).
-async fn redis_cmd(redis: &Redis, args: &[&str]) -> redis::Value {
+pub(crate) async fn redis_cmd(redis: &Redis, args: &[&str]) -> redis::Value {
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let mut conn = redis::Client::open(redis.url())
         .unwrap()

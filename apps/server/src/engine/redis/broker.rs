@@ -26,59 +26,72 @@ impl Broker for RedisEngine {
         let dedupe = self.keys.dedupe(room, &msg.from.id, &msg.client_id);
         let stored =
             serde_json::to_string(&msg).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let (epoch, offset, duplicate): (String, u64, u8) = self
-            .commands
-            .run(|mut conn| {
-                let (dedupe, stored) = (&dedupe, &stored);
-                async move {
-                    self.scripts(&conn)
-                        .publish
-                        .key(self.keys.meta(room))
-                        .key(self.keys.log(room))
-                        .key(dedupe)
-                        .arg(self.keys.channel(room))
-                        .arg(&*new_epoch())
-                        .arg(self.history_cap)
-                        // A forgotten room forgets its dedupe keys too.
-                        .arg(
-                            protocol::limits::DEDUPE_WINDOW_SECS
-                                .min(self.retention.as_secs().max(1)),
-                        )
-                        .arg(stored)
-                        .arg(seen_epoch)
-                        .arg(seen_offset)
-                        .arg(self.retention.as_millis() as u64)
-                        .invoke_async(&mut conn)
-                        .await
-                }
+        let published = self
+            .restoring(room, || async {
+                let (epoch, offset, duplicate): (String, u64, u8) = self
+                    .commands
+                    .run(|mut conn| {
+                        let (dedupe, stored) = (&dedupe, &stored);
+                        async move {
+                            self.scripts(&conn)
+                                .publish
+                                .key(self.keys.meta(room))
+                                .key(self.keys.log(room))
+                                .key(dedupe)
+                                .arg(self.keys.channel(room))
+                                .arg(&*new_epoch())
+                                .arg(self.history_cap)
+                                // A forgotten room forgets its dedupe keys too.
+                                .arg(
+                                    protocol::limits::DEDUPE_WINDOW_SECS
+                                        .min(self.retention.as_secs().max(1)),
+                                )
+                                .arg(stored)
+                                .arg(seen_epoch)
+                                .arg(seen_offset)
+                                .arg(self.retention.as_millis() as u64)
+                                .arg(self.archive_flag())
+                                .invoke_async(&mut conn)
+                                .await
+                        }
+                    })
+                    .await?;
+                Ok((!epoch.is_empty()).then(|| Published {
+                    epoch: Arc::from(epoch),
+                    offset,
+                    duplicate: duplicate == 1,
+                }))
             })
             .await?;
-        Ok(Published {
-            epoch: Arc::from(epoch),
-            offset,
-            duplicate: duplicate == 1,
-        })
+        if let (Some(link), false) = (&self.archive, published.duplicate) {
+            link.mark(room);
+        }
+        Ok(published)
     }
 
     async fn position(&self, room: &RoomName) -> Result<Position, EngineError> {
-        let (epoch, offset): (String, u64) = self
-            .commands
-            .run(|mut conn| async move {
-                self.scripts(&conn)
-                    .position
-                    .key(self.keys.meta(room))
-                    .key(self.keys.log(room))
-                    .arg(&*new_epoch())
-                    .arg(self.retention.as_millis() as u64)
-                    .arg(self.presence_ttl.as_millis() as u64)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(Position {
-            epoch: Arc::from(epoch),
-            offset,
+        self.restoring(room, || async {
+            let (epoch, offset): (String, u64) = self
+                .commands
+                .run(|mut conn| async move {
+                    self.scripts(&conn)
+                        .position
+                        .key(self.keys.meta(room))
+                        .key(self.keys.log(room))
+                        .arg(&*new_epoch())
+                        .arg(self.retention.as_millis() as u64)
+                        .arg(self.presence_ttl.as_millis() as u64)
+                        .arg(self.archive_flag())
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok((!epoch.is_empty()).then(|| Position {
+                epoch: Arc::from(epoch),
+                offset,
+            }))
         })
+        .await
     }
 
     async fn reset_epoch(&self, room: &RoomName, lost: &str) -> Result<(), EngineError> {
@@ -121,7 +134,22 @@ impl Broker for RedisEngine {
                 .await
             })
             .await?;
-        parse_entries(room, reply)
+        let held = parse_entries(room, reply)?;
+        // Older than the stream: in the archive, which holds every message
+        // the stream dropped.
+        let lowest = held.first().map_or(upto + 1, |m| m.offset);
+        match &self.archive {
+            Some(link) if lowest > after + 1 => {
+                let mut messages = link
+                    .archive
+                    .range(room, after, lowest - 1)
+                    .await
+                    .map_err(super::archiver::unavailable)?;
+                messages.extend(held);
+                Ok(messages)
+            }
+            _ => Ok(held),
+        }
     }
 
     async fn before(
@@ -140,17 +168,41 @@ impl Broker for RedisEngine {
                     .await
             })
             .await?;
-        let mut messages = parse_entries(room, reply)?;
-        messages.reverse();
-        Ok(messages)
+        let mut held = parse_entries(room, reply)?;
+        held.reverse();
+        let lowest = held.first().map_or(before, |m| m.offset);
+        match &self.archive {
+            Some(link) if held.len() < limit && lowest > 1 => {
+                let mut messages = link
+                    .archive
+                    .before(room, lowest, limit - held.len())
+                    .await
+                    .map_err(super::archiver::unavailable)?;
+                messages.extend(held);
+                Ok(messages)
+            }
+            _ => Ok(held),
+        }
     }
 
     async fn subscribe(&self, room: &RoomName) -> Result<(), EngineError> {
-        self.pubsub.subscribe(self.keys.channel(room)).await
+        // Held from before the subscription answers: nothing it brings
+        // is missed.
+        if let Some(link) = &self.archive {
+            link.tail.subscribed(room);
+        }
+        let result = self.pubsub.subscribe(self.keys.channel(room)).await;
+        if let (Some(link), Err(_)) = (&self.archive, &result) {
+            link.tail.unsubscribed(room);
+        }
+        result
     }
 
     async fn unsubscribe(&self, room: &RoomName) {
-        self.pubsub.unsubscribe(self.keys.channel(room)).await
+        self.pubsub.unsubscribe(self.keys.channel(room)).await;
+        if let Some(link) = &self.archive {
+            link.tail.unsubscribed(room);
+        }
     }
 
     async fn typing(&self, room: &RoomName, user: &User) -> Result<(), EngineError> {
@@ -200,7 +252,38 @@ impl Broker for RedisEngine {
     }
 }
 
+/// Publishes and position reads that find the room gone restore it at
+/// most this often before giving up.
+const RESTORE_TRIES: usize = 3;
+
 impl RedisEngine {
+    /// Runs `op` (a script that, with an archive, answers `None` when the
+    /// store has no epoch for `room` instead of making one); on `None`,
+    /// restores the room from the archive ([`RedisEngine::restore`]) and
+    /// runs it again, up to [`RESTORE_TRIES`] times (the store may be
+    /// wiped again meanwhile). Errors: `op`'s or the restore's, or
+    /// `Unavailable` when every try found the room gone.
+    async fn restoring<T, F, Fut>(&self, room: &RoomName, op: F) -> Result<T, EngineError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, EngineError>>,
+    {
+        for _ in 0..RESTORE_TRIES {
+            if let Some(done) = op().await? {
+                return Ok(done);
+            }
+            self.restore(room).await?;
+        }
+        Err(EngineError::Unavailable(format!(
+            "the store lost room {room} again after each of {RESTORE_TRIES} restores"
+        )))
+    }
+
+    /// The scripts' archive argument: `1` with an archive.
+    fn archive_flag(&self) -> u8 {
+        u8::from(self.archive.is_some())
+    }
+
     async fn probe(&self) -> Result<(), EngineError> {
         if self.id_taken.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(EngineError::Internal(format!(
@@ -219,8 +302,23 @@ impl RedisEngine {
                         .probe
                         .key(&keys[..])
                         .arg(channel)
+                        .arg(self.archive_flag())
                         .invoke_async(&mut conn)
                         .await?;
+                    if self.archive.is_some() {
+                        // Refused in scripts by Redis 5 (lua/probe.lua).
+                        redis::cmd("XREADGROUP")
+                            .arg("GROUP")
+                            .arg(super::archiver::GROUP)
+                            .arg("probe")
+                            .arg("COUNT")
+                            .arg(1)
+                            .arg("STREAMS")
+                            .arg(&keys[4])
+                            .arg(">")
+                            .query_async::<()>(&mut conn)
+                            .await?;
+                    }
                     redis::pipe()
                         .cmd("XRANGE")
                         .arg(&keys[2])

@@ -107,6 +107,13 @@ impl Keys {
         ["active", "order", "count"].map(|what| format!("{}:{{rooms:{p}}}:{what}", self.prefix))
     }
 
+    /// Zset of rooms partition `p` (hash tag `{archive:<p>}`): room → when
+    /// it was last marked as having messages to archive (ms,
+    /// [`super::archiver`]).
+    pub(super) fn archive_marks(&self, p: usize) -> String {
+        format!("{}:{{archive:{p}}}:dirty", self.prefix)
+    }
+
     /// String: the nonce of the process holding instance id `instance`
     /// (`lua/instance.lua`), expires one presence TTL after its last renewal.
     pub(super) fn instance(&self, instance: &str) -> String {

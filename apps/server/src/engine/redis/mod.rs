@@ -6,16 +6,17 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P:{R}:meta` | hash | `epoch`, `offset` (latest); expires after `--room-retention-secs` without activity (a publish, a join, a member's presence refresh) |
-//! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped; expires with `meta` |
+//! | `P:{R}:meta` | hash | `epoch`, `offset` (latest), `archived` (with an archive: every entry up to it is in the database); expires after `--room-retention-secs` without activity (a publish, a join, a member's presence refresh) |
+//! | `P:{R}:log` | stream | the history, entry id `<offset>-0`, field `m` = [`Publication`] JSON, capped (with an archive, never below `archived`: consumer group `archive`); expires with `meta` |
 //! | `P:{R}:d:<user>:<client id>` | string | offset of a published (user, client id), expires |
 //! | `P:{R}:users` | zset | user id → latest expiry of its presence (ms, the store's clock: `TIME` in the scripts) |
 //! | `P:{R}:names` | hash | user id → display name |
 //! | `P:{R}:u:<user>` | hash | instance → expiry of that instance's presence entry |
-//! | `P:{R}:ch` | channel (a shard channel on a cluster) | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `t <user json>`, `p j\|l <user id> <name>` |
+//! | `P:{R}:ch` | channel (a shard channel on a cluster) | `m <epoch> <offset> <publication json>`, `e <new epoch>`, `a <epoch> <archived offset>`, `t <user json>`, `p j\|l <user id> <name>` |
 //! | `P:{rooms:<p>}:active` | zset | room → latest presence expiry (which rooms are active), for the rooms of partition `p` (0–15, by a hash of the name) |
 //! | `P:{rooms:<p>}:order` | zset | `<9999999999 − members, 10 digits>:<room>`, all scored 0: a `rooms` page is one `ZRANGEBYLEX` per partition, merged |
 //! | `P:{rooms:<p>}:count` | hash | room → members (the order entry to replace) |
+//! | `P:{archive:<p>}:dirty` | zset | room → when it was last marked as having messages to archive (ms), for the rooms of partition `p` (with `--database-url` only: [`archiver`]) |
 //! | `P:instance:{<id>}` | string | nonce of the process holding instance id `<id>` (`lua/instance.lua`), expires a presence TTL after its last renewal |
 //! | `P:{probe:<instance>}:s\|h\|x\|z\|d`, channel `…:ch` | one of each type | the readiness probe's writes (`lua/probe.lua`), expire a minute after the last probe |
 //!
@@ -30,11 +31,14 @@
 //! Lua script, `lua/publish.lua`: dedupe, next offset, append, PUBLISH,
 //! atomically; history reads from the stream) and [`presence`] (per-room
 //! zsets scored by expiry, refreshed while local members are connected, so
-//! a crashed instance's users expire).
+//! a crashed instance's users expire); with `--database-url`, [`archiver`]
+//! moves the streams into the archive and restores rooms a wiped store
+//! lost.
 //!
 //! Owns the Redis connections and the key layout. Does not own ordering of
 //! delivery (the hub repairs gaps through [`crate::engine::Broker::range`]).
 
+mod archiver;
 mod broker;
 mod connections;
 mod keys;
@@ -70,6 +74,10 @@ struct Scripts {
     rooms_index: Script,
     probe: Script,
     instance: Script,
+    restore: Script,
+    archive_read: Script,
+    archive_ack: Script,
+    archive_clean: Script,
 }
 
 impl Scripts {
@@ -90,6 +98,10 @@ impl Scripts {
             rooms_index: script(include_str!("lua/rooms_index.lua")),
             probe: script(include_str!("lua/probe.lua")),
             instance: script(include_str!("lua/instance.lua")),
+            restore: script(include_str!("lua/restore.lua")),
+            archive_read: script(include_str!("lua/archive_read.lua")),
+            archive_ack: script(include_str!("lua/archive_ack.lua")),
+            archive_clean: script(include_str!("lua/archive_clean.lua")),
         }
     }
 }
@@ -127,6 +139,8 @@ pub(crate) struct RedisEngine {
     /// Random per process: what this process writes to claim its
     /// instance id, so a second process with the same id is told apart.
     nonce: String,
+    /// The archive behind the streams (`--database-url`), if any.
+    archive: Option<archiver::ArchiveLink>,
     /// Another live process holds this instance's id (not ready).
     id_taken: std::sync::atomic::AtomicBool,
     /// Why the last readiness probe failed (`None`: it passed), so each
@@ -135,8 +149,9 @@ pub(crate) struct RedisEngine {
 }
 
 impl RedisEngine {
-    /// Builds the engine and starts its pub/sub task on `tracker`, which
-    /// ends when `stop` is cancelled. Does not need Redis to be up.
+    /// Builds the engine and starts its pub/sub task on `tracker` (and,
+    /// with `archive`, the archiver: [`archiver`]), which end when `stop`
+    /// is cancelled. Does not need Redis to be up.
     ///
     /// Errors: an invalid URL, an unreadable CA file, a key prefix with
     /// braces (it would change every key's hash tag).
@@ -144,6 +159,7 @@ impl RedisEngine {
         config: &RedisConfig,
         instance: String,
         rooms: RoomLimits,
+        archive: Option<(crate::archive::Archive, Duration)>,
         events: mpsc::Sender<EngineEvent>,
         tracker: &TaskTracker,
         stop: CancellationToken,
@@ -162,14 +178,17 @@ impl RedisEngine {
             ));
         }
         let keys = Keys::new(&config.key_prefix);
-        Ok(Arc::new(RedisEngine {
+        let archive =
+            archive.map(|(archive, claim_after)| archiver::ArchiveLink::new(archive, claim_after));
+        let engine = Arc::new(RedisEngine {
             pubsub: PubSub::start(
                 seeds.clone(),
                 keys.clone(),
                 keys.probe_channel(&instance),
+                archive.as_ref().map(|link| link.tail.clone()),
                 events,
                 tracker,
-                stop,
+                stop.clone(),
             ),
             commands: Commands::new(seeds),
             keys,
@@ -182,7 +201,12 @@ impl RedisEngine {
             last_probe: std::sync::Mutex::new(None),
             nonce: format!("{:016x}", rand::random::<u64>()),
             id_taken: std::sync::atomic::AtomicBool::new(false),
-        }))
+            archive,
+        });
+        if engine.archive.is_some() {
+            tracker.spawn(engine.clone().run_archiver(stop));
+        }
+        Ok(engine)
     }
 }
 

@@ -16,9 +16,9 @@
 //! [`EngineEvent::Dropped`], so its catch-up reads what was dropped from
 //! the stream ([`intake`]).
 
+use super::archiver::{receive, Tail};
 use super::connections::{Mode, Seeds, COMMAND_TIMEOUT};
 use super::keys::Keys;
-use super::parse_payload;
 use crate::engine::{EngineError, EngineEvent};
 use crate::metrics as m;
 use futures_util::StreamExt;
@@ -68,6 +68,7 @@ impl PubSub {
         seeds: Arc<Seeds>,
         keys: Keys,
         probe_channel: String,
+        tail: Option<Arc<Tail>>,
         events: mpsc::Sender<EngineEvent>,
         tracker: &TaskTracker,
         stop: CancellationToken,
@@ -77,6 +78,7 @@ impl PubSub {
         let core = Core {
             keys,
             probe_channel,
+            tail,
             requests: rx,
             events,
             stop,
@@ -227,6 +229,9 @@ pub(super) enum Lost {
 pub(super) struct Core {
     pub(super) keys: Keys,
     pub(super) probe_channel: String,
+    /// With an archive: what the rooms' channels brought that the archive
+    /// may not hold yet.
+    pub(super) tail: Option<Arc<Tail>>,
     pub(super) requests: mpsc::Receiver<SubRequest>,
     pub(super) events: mpsc::Sender<EngineEvent>,
     pub(super) stop: CancellationToken,
@@ -408,13 +413,10 @@ impl Single {
                     };
                     let Some(room) = self.core.keys.room_of_channel(msg.get_channel_name()) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match parse_payload(room, &payload) {
-                        Some(event) => {
-                            if !intake(&events, &owed, &wake, event) {
-                                return Lost::Stop;
-                            }
+                    if let Some(event) = receive(self.core.tail.as_deref(), room, &payload) {
+                        if !intake(&events, &owed, &wake, event) {
+                            return Lost::Stop;
                         }
-                        None => tracing::warn!(payload, "unreadable channel payload"),
                     }
                 }
                 permit = events.reserve(), if owes => {

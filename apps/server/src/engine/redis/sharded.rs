@@ -27,8 +27,8 @@
 //! [`crate::engine::EngineEvent::Dropped`], and the hub's catch-up reads
 //! the stream from its cursor before anything newer.
 
+use super::archiver::{receive, Tail};
 use super::connections::{Seeds, COMMAND_TIMEOUT};
-use super::parse_payload;
 use super::pubsub::{intake, Core, SubRequest, PUBSUB_PING_EVERY};
 use crate::engine::EngineError;
 use futures_util::stream::FuturesUnordered;
@@ -219,6 +219,7 @@ pub(super) async fn run(seeds: Arc<Seeds>, mut core: Core) {
         owed: core.owed.clone(),
         wake: core.wake.clone(),
         shared: shared.clone(),
+        tail: core.tail.clone(),
     });
     let mut sharded = Sharded {
         seeds,
@@ -616,6 +617,7 @@ struct PushTarget {
     owed: Arc<Mutex<super::pubsub::Owed>>,
     wake: Arc<tokio::sync::Notify>,
     shared: Arc<Mutex<Shared>>,
+    tail: Option<Arc<Tail>>,
 }
 
 /// What one push from node `addr` means. Messages go to the hub's intake;
@@ -637,11 +639,8 @@ fn on_push(info: PushInfo, addr: &Addr, to: &PushTarget) {
             let Some(room) = to.keys.room_of_channel(&channel) else {
                 return;
             };
-            match parse_payload(room, &payload) {
-                Some(event) => {
-                    intake(&to.events, &to.owed, &to.wake, event);
-                }
-                None => tracing::warn!(payload, "unreadable shard channel payload"),
+            if let Some(event) = receive(to.tail.as_deref(), room, &payload) {
+                intake(&to.events, &to.owed, &to.wake, event);
             }
             return;
         }
@@ -719,6 +718,7 @@ mod tests {
             owed: Arc::new(Mutex::new(super::super::pubsub::Owed::default())),
             wake: Arc::new(tokio::sync::Notify::new()),
             shared: Arc::new(Mutex::new(Shared::default())),
+            tail: None,
         };
         (target, rx)
     }

@@ -5,6 +5,12 @@
 -- costs the store nothing for long).
 -- KEYS[1] meta hash  KEYS[2] stream   ARGV[1] epoch to create when missing
 -- ARGV[2] retention (ms)  ARGV[3] lifetime of a room without messages (ms)
+-- ARGV[4] '1' when an archive keeps every message: a room without an epoch
+--         is not created here but answered {'', 0} (the engine restores it
+--         from the archive, then asks again)
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return {'', '0'}
+end
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'offset', 0)
   redis.call('DEL', KEYS[2])

@@ -4,6 +4,10 @@
 -- where it makes the instance not ready, instead of on a member's publish.
 -- KEYS[1] string  KEYS[2] hash  KEYS[3] stream  KEYS[4] zset
 -- KEYS[5] scratch  ARGV[1] channel
+-- ARGV[2] '1' with an archive: the archiver's commands too (lua/restore.lua,
+--         lua/archive_*.lua), on a stream with a consumer group made in the
+--         scratch key (XREADGROUP, which Redis 5 refuses in scripts, runs on
+--         it after the script)
 -- Returns the store's clock (ms).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -28,5 +32,17 @@ redis.call('PEXPIRE', KEYS[1], 60000)
 redis.call('PEXPIREAT', KEYS[2], later)
 redis.call('PEXPIREAT', KEYS[3], later)
 redis.call('PEXPIREAT', KEYS[4], later)
+if ARGV[2] == '1' then
+  redis.call('HEXISTS', KEYS[2], 'epoch')
+  redis.call('EXISTS', KEYS[3])
+  redis.call('XTRIM', KEYS[3], 'MAXLEN', 1)
+  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+  redis.call('XGROUP', 'CREATE', KEYS[5], 'archive', '0', 'MKSTREAM')
+  redis.call('XPENDING', KEYS[5], 'archive')
+  redis.call('XPENDING', KEYS[5], 'archive', '-', '+', 1)
+  redis.call('XCLAIM', KEYS[5], 'archive', 'probe', 0, '0-1')
+  redis.call('XACK', KEYS[5], 'archive', '0-1')
+  redis.call('PEXPIRE', KEYS[5], 60000)
+end
 redis.call(PUBLISH, ARGV[1], 'probe')
 return now

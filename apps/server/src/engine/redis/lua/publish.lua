@@ -7,9 +7,16 @@
 -- ARGV[6] epoch and ARGV[7] offset the publishing instance has seen
 --         ('' and 0: none)
 -- ARGV[8] retention (ms): the room's keys live that much longer
--- Returns {epoch, offset, duplicate (0|1)}.
+-- ARGV[9] '1' when an archive keeps every message (--database-url): a
+--         room without an epoch is restored from the archive first, and
+--         the stream is trimmed to the cap or to the oldest message not
+--         archived yet (meta field `archived`), whichever keeps more
+-- Returns {epoch, offset, duplicate (0|1)}; with an archive, {'', 0, 0}
+-- when the room has no epoch (the engine restores it, then publishes).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+if not epoch and ARGV[9] == '1' then
+  return {'', 0, 0}
+elseif not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
   -- History of an epoch nobody knows any more cannot be offered.
@@ -28,7 +35,13 @@ if prev then
   return {epoch, tonumber(prev), 1}
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[5])
+if ARGV[9] == '1' then
+  redis.call('XADD', KEYS[2], offset .. '-0', 'm', ARGV[5])
+  local archived = tonumber(redis.call('HGET', KEYS[1], 'archived')) or 0
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', math.max(tonumber(ARGV[3]), offset - archived))
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[5])
+end
 redis.call('SET', KEYS[3], offset, 'EX', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
