@@ -6,7 +6,8 @@
 
 use crate::cluster::{login, saw_join, send_until_acked, wait_ready, FAST, SLOW};
 use crate::faults::{messages_within, redis_cmd};
-use crate::procs::{Postgres, Proxy, Redis, ServerProc, TempDir};
+use crate::procs::{Postgres, Proxy, Redis, RedisCluster, ServerProc, TempDir};
+use crate::redis_cluster::rooms_on_every_master;
 use crate::support::{offsets, unthrottled, Client, TestServer};
 use protocol::{ChatMessage, ClientFrame, ServerFrame, Since};
 use server::config::Config;
@@ -228,18 +229,18 @@ fn archiving(database: &str, claim_after: u64) -> Vec<String> {
 }
 
 async fn start_archiving(instance: &str, redis: &Redis, database: &str) -> ServerProc {
-    start_archiving_with(instance, redis, database, 1).await
+    start_archiving_with(instance, &redis.url(), database, 1).await
 }
 
 async fn start_archiving_with(
     instance: &str,
-    redis: &Redis,
+    redis_url: &str,
     database: &str,
     claim_after: u64,
 ) -> ServerProc {
     let args = archiving(database, claim_after);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = ServerProc::start(instance, &redis.url(), &args).await;
+    let server = ServerProc::start(instance, redis_url, &args).await;
     wait_ready(&server, 200).await;
     server
 }
@@ -399,8 +400,8 @@ async fn lagging(claim_after: u64) -> Lagging {
         &format!(":{}/", proxy.port),
     );
     let redis = Redis::start().await;
-    let a = start_archiving_with("archive-a", &redis, &through_proxy, claim_after).await;
-    let b = start_archiving_with("archive-b", &redis, &postgres.url(), claim_after).await;
+    let a = start_archiving_with("archive-a", &redis.url(), &through_proxy, claim_after).await;
+    let b = start_archiving_with("archive-b", &redis.url(), &postgres.url(), claim_after).await;
     let mut alice = login(&a, "alice").await;
     let epoch = alice.join("ops").await.epoch;
     let mut bob = login(&b, "bob").await;
@@ -576,4 +577,40 @@ async fn the_archiver_works_on_redis_5_0() {
         .await;
     assert!(back.recovered);
     assert_eq!(offsets(&back.history), (1..=61).collect::<Vec<u64>>());
+}
+
+/// The archiver on a Redis Cluster: a room on each master, messages from
+/// instances A and B archived once each; every master wiped (`FLUSHALL`
+/// on each) and each room continues at its next offset.
+#[tokio::test]
+async fn the_archiver_works_on_a_redis_cluster() {
+    let postgres = Postgres::start().await;
+    let cluster = RedisCluster::start(3, 0).await;
+    let a = start_archiving_with("archive-a", &cluster.urls(), &postgres.url(), 1).await;
+    let b = start_archiving_with("archive-b", &cluster.urls(), &postgres.url(), 1).await;
+    let rooms = rooms_on_every_master(&cluster, "archived", 1).await;
+    let mut alice = login(&a, "alice").await;
+    let mut bob = login(&b, "bob").await;
+    for (room, _) in &rooms {
+        alice.join(room).await;
+        bob.join(room).await;
+    }
+    for (room, _) in &rooms {
+        for i in 1..=30 {
+            let sender = if i % 2 == 0 { &mut alice } else { &mut bob };
+            let id = format!("{room}-{i}");
+            assert_eq!(send_until_acked(sender, room, &id, "hi").await, i);
+        }
+    }
+    for (room, _) in &rooms {
+        archived_exactly(&postgres, room, 30).await;
+    }
+    for node in &cluster.nodes {
+        redis_cmd(node, &["FLUSHALL"]).await;
+    }
+    for (room, _) in &rooms {
+        let id = format!("{room}-31");
+        assert_eq!(send_until_acked(&mut alice, room, &id, "after").await, 31);
+        archived_exactly(&postgres, room, 31).await;
+    }
 }

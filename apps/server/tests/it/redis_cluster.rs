@@ -19,7 +19,7 @@ async fn slot_of_room(cluster: &RedisCluster, room: &str) -> u16 {
 
 /// `count` rooms on each master: names `<prefix>-<n>` taken in order until
 /// every master has its share. Answers (room, master port) pairs.
-async fn rooms_on_every_master(
+pub(crate) async fn rooms_on_every_master(
     cluster: &RedisCluster,
     prefix: &str,
     count: usize,
