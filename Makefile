@@ -24,7 +24,7 @@ help:
 	@echo "              (make cluster REDIS=cluster: a 3-master + 3-replica Redis Cluster instead)"
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
-	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite)"
+	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite); delivery p99 with and without it"
 	@echo "make wasm-size  what the web app's WebAssembly is made of, per crate"
 	@echo "make lighthouse  Lighthouse scores of the chat page and a docs page (release)"
 	@echo "make lint     clippy with warnings denied;  make fmt: format the code"
@@ -72,9 +72,11 @@ wasm-size: build-release
 ## bench-archive: messages/s through the archive writer into a PostgreSQL
 ## the script starts itself, and into a SQLite file (issue 14).
 bench-archive:
-	$(ENSURE) postgresql
-	cargo build --release -p server --example archive_bench
-	ARCHIVE_BENCH_BIN=$(CARGO_TARGET_DIR)/release/examples/archive_bench scripts/archive_bench.sh
+	$(ENSURE) postgresql redis-server
+	cargo build --release -p server --bin server --example archive_bench
+	cargo build --release -p loadgen
+	ARCHIVE_BENCH_BIN=$(CARGO_TARGET_DIR)/release/examples/archive_bench SERVER_BIN=$(SERVER) \
+	  LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/archive_bench.sh
 
 ## chaos: each Redis fault (restart, restore from an older backup, failover,
 ## silent drop, LOADING, pub/sub kill) injected for real under a steady load

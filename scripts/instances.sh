@@ -79,8 +79,13 @@ start_instances() {
 
 stop_instances() {
   local pid
-  for pid in "${server_pids[@]}" $redis_pids; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${server_pids[@]}" $redis_pids; do
+  # The instances first: a Redis gone under them fills their logs.
+  for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${server_pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  done
+  for pid in $redis_pids; do kill "$pid" 2>/dev/null || true; done
+  for pid in $redis_pids; do
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   done
   rm -rf "$work/cluster"

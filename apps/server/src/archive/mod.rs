@@ -278,25 +278,44 @@ impl Archive {
         })
     }
 
-    /// Deletes the room's messages with `offset <= upto` or, when
-    /// `older_than_ms` is given, a timestamp before it. Returns how many.
-    pub(crate) async fn delete(
-        &self,
-        room: &str,
-        upto: u64,
-        older_than_ms: Option<i64>,
-    ) -> Result<u64, sqlx::Error> {
+    /// Deletes the room's messages with `offset <= upto`. Returns how many.
+    pub(crate) async fn delete_upto(&self, room: &str, upto: u64) -> Result<u64, sqlx::Error> {
         on_pool!(self, pool => {
-            let done = sqlx::query(
-                "DELETE FROM chat_messages WHERE room = $1 AND (msg_offset <= $2 OR ts < $3)",
-            )
-            .bind(room)
-            .bind(sql_offset(upto))
-            .bind(older_than_ms.unwrap_or(i64::MIN))
-            .execute(pool)
-            .await?;
+            let done = sqlx::query("DELETE FROM chat_messages WHERE room = $1 AND msg_offset <= $2")
+                .bind(room)
+                .bind(sql_offset(upto))
+                .execute(pool)
+                .await?;
             Ok(done.rows_affected())
         })
+    }
+
+    /// Deletes the room's oldest messages, in offset order, up to the
+    /// first one stamped at or after `cutoff_ms` (ms since the Unix epoch),
+    /// which is kept with everything after it (a message stamped early by
+    /// a skewed clock keeps its successors a little longer). Reads the
+    /// primary key's order from the oldest: costs what it deletes. Returns
+    /// how many.
+    pub(crate) async fn delete_older(
+        &self,
+        room: &str,
+        cutoff_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let first_kept: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT msg_offset FROM chat_messages WHERE room = $1 AND ts >= $2 \
+                 ORDER BY msg_offset LIMIT 1",
+            )
+            .bind(room)
+            .bind(cutoff_ms)
+            .fetch_optional(pool)
+            .await?
+        });
+        let upto = match first_kept {
+            Some(offset) => u64::try_from(offset - 1).unwrap_or(0),
+            None => u64::MAX,
+        };
+        self.delete_upto(room, upto).await
     }
 }
 

@@ -29,12 +29,12 @@ pub(crate) async fn apply(
                 if last_offset <= n {
                     0
                 } else {
-                    archive.delete(&room, last_offset - n, None).await?
+                    archive.delete_upto(&room, last_offset - n).await?
                 }
             }
             Keep::Days(days) => {
                 let cutoff = now_ms.saturating_sub(i64::from(days) * 86_400_000);
-                archive.delete(&room, 0, Some(cutoff)).await?
+                archive.delete_older(&room, cutoff).await?
             }
         };
     }

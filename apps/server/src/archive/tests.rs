@@ -123,6 +123,11 @@ async fn retention_deletes_by_count_and_by_age_per_room() {
             batch.push(archived(room_name, "e", o, now - (10 - o as i64) * day - 1));
         }
     }
+    // A clock that stamped offset 3 late keeps it and everything after.
+    for o in 1..=10u64 {
+        let age = if o == 3 { 0 } else { (10 - o as i64) * day + 1 };
+        batch.push(archived("skewed", "e", o, now - age));
+    }
     archive.write(&batch).await.unwrap();
     let rule = Retention::parse("3d,keep-*=unlimited,short=4").unwrap();
     let deleted = retention::apply(&archive, &rule, now).await.unwrap();
@@ -133,7 +138,8 @@ async fn retention_deletes_by_count_and_by_age_per_room() {
     assert_eq!(left("keep-all").await, (1..=10).collect::<Vec<u64>>());
     assert_eq!(left("short").await, [7, 8, 9, 10]);
     assert_eq!(left("old").await, [8, 9, 10], "younger than 3 days");
-    assert_eq!(deleted, 6 + 7);
+    assert_eq!(left("skewed").await, (3..=10).collect::<Vec<u64>>());
+    assert_eq!(deleted, 6 + 7 + 2);
     // Positions stay: offsets continue after a retention.
     assert_eq!(
         archive.position(&room("old")).await.unwrap(),

@@ -12,15 +12,15 @@
 //!   and writes them. A batch written twice (claimed while its first reader
 //!   was only slow) changes nothing: the archive is idempotent on (room,
 //!   epoch, offset).
-//! - **Which rooms.** The instance that published marks the room, in
-//!   memory (archived within one cycle) and, before reading it, in Redis:
-//!   `P:{archive:<p>}:dirty`, a zset room → time marked (ms) per rooms
-//!   partition `p`. Every [`SWEEP_EVERY`] each instance reads those lists
+//! - **Which rooms.** A room is marked in Redis before its first publish
+//!   from this instance in each [`SWEEP_EVERY`], and before each cycle
+//!   reads it: `P:{archive:<p>}:dirty`, a zset room → time marked (ms) per
+//!   rooms partition `p`. The publishing instance archives the room within
+//!   one cycle. Every [`SWEEP_EVERY`] each instance reads those lists
 //!   (claiming what is pending too long) and takes off a room once nothing
 //!   of it is pending or unread (`lua/archive_clean.lua`, unless it was
-//!   marked again since). A room whose publisher died between publishing
-//!   and marking (within one cycle) is archived when it is next published
-//!   to.
+//!   marked again since), so a room whose publisher died is archived by
+//!   another instance.
 //! - **Trimming never loses a message.** The room's `archived` offset
 //!   (meta field) is the highest below which every entry is archived;
 //!   publishes and acknowledgements trim the stream to the cap or to that
@@ -44,7 +44,7 @@ use futures_util::StreamExt;
 use protocol::{ChatMessage, RoomName};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +68,8 @@ pub(super) struct ArchiveLink {
     pub(super) tail: Arc<Tail>,
     /// Rooms this instance published to since its last cycle.
     dirty: Mutex<HashSet<RoomName>>,
+    /// Rooms this instance marked in Redis, and when (pruned every sweep).
+    marked: Mutex<HashMap<RoomName, Instant>>,
     wake: Notify,
     /// `--archive-claim-after-secs`.
     claim_after: Duration,
@@ -79,6 +81,7 @@ impl ArchiveLink {
             archive,
             tail: Arc::new(Tail::default()),
             dirty: Mutex::new(HashSet::new()),
+            marked: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             claim_after,
         }
@@ -247,6 +250,25 @@ impl RedisEngine {
             .expect("archive calls are made only with an archive")
     }
 
+    /// Before a publish: marks the room in Redis unless this instance did
+    /// within the last [`SWEEP_EVERY`] (a sweep may have taken the mark off
+    /// since; each cycle marks again before it reads), so an instance that
+    /// dies right after publishing leaves the room listed for the others.
+    pub(super) async fn mark_before_publish(&self, room: &RoomName) -> Result<(), EngineError> {
+        let link = self.link();
+        let fresh = |at: &Instant| at.elapsed() < SWEEP_EVERY;
+        if link
+            .marked
+            .lock()
+            .expect("marked lock")
+            .get(room)
+            .is_some_and(fresh)
+        {
+            return Ok(());
+        }
+        self.mark_in_store(std::slice::from_ref(room)).await
+    }
+
     /// Restores a room the store has no epoch for (see the module doc).
     /// Errors: the archive or the store cannot be reached (`Unavailable`).
     pub(super) async fn restore(&self, room: &RoomName) -> Result<(), EngineError> {
@@ -335,6 +357,10 @@ impl RedisEngine {
         let mut rooms: HashMap<RoomName, Option<f64>> =
             local.into_iter().map(|room| (room, None)).collect();
         if sweep {
+            link.marked
+                .lock()
+                .expect("marked lock")
+                .retain(|_, at| at.elapsed() < SWEEP_EVERY);
             for (room, score) in self.marked_in_store().await? {
                 rooms.entry(room).or_insert(Some(score));
             }
@@ -452,6 +478,12 @@ impl RedisEngine {
                     }
                 })
                 .await?;
+        }
+        let link = self.link();
+        let mut marked = link.marked.lock().expect("marked lock");
+        let at = Instant::now();
+        for room in rooms {
+            marked.insert(room.clone(), at);
         }
         Ok(())
     }

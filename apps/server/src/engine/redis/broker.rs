@@ -26,6 +26,9 @@ impl Broker for RedisEngine {
         let dedupe = self.keys.dedupe(room, &msg.from.id, &msg.client_id);
         let stored =
             serde_json::to_string(&msg).map_err(|e| EngineError::Internal(e.to_string()))?;
+        if self.archive.is_some() {
+            self.mark_before_publish(room).await?;
+        }
         let published = self
             .restoring(room, || async {
                 let (epoch, offset, duplicate): (String, u64, u8) = self
