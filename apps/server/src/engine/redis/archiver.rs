@@ -62,6 +62,10 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Rooms read from Redis at once.
 const READS_AT_ONCE: usize = 16;
 
+/// Rooms whose messages go into one batch (one transaction): at most
+/// this many times [`READ_COUNT`] new entries, and as many claimed.
+const ROOMS_PER_BATCH: usize = 16;
+
 /// The archive as the Redis engine holds it.
 pub(super) struct ArchiveLink {
     pub(super) archive: Archive,
@@ -373,8 +377,31 @@ impl RedisEngine {
         } else {
             0
         };
+        let rooms: Vec<(RoomName, Option<f64>)> = rooms.into_iter().collect();
+        let mut first_error = None;
+        for chunk in rooms.chunks(ROOMS_PER_BATCH) {
+            if stop.is_cancelled() {
+                break;
+            }
+            if let Err(e) = self.archive_rooms(chunk, claim_ms, stop).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads `rooms` (with the score of their mark, read by a sweep),
+    /// writes what they hold in one batch, acknowledges it, and takes the
+    /// rooms that had nothing off the marked list.
+    async fn archive_rooms(
+        &self,
+        rooms: &[(RoomName, Option<f64>)],
+        claim_ms: u64,
+        stop: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let link = self.link();
         let reads: Vec<(RoomName, Option<f64>, Result<RoomRead, EngineError>)> =
-            futures_util::stream::iter(rooms)
+            futures_util::stream::iter(rooms.iter().cloned())
                 .map(|(room, score)| async move {
                     let read = self.read_room(&room, claim_ms).await;
                     (room, score, read)
