@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use server::config::Args;
+use server::config::{Args, LogFormat};
 use std::io::IsTerminal as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -11,10 +11,17 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let config = args.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -133,7 +133,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         ARCHIVE_ERRORS,
-        "Archive batches that failed; each is retried with backoff until written, and publishers wait once `--archive-queue` messages are waiting (counter).",
+        "Archive batches that failed; each is retried with backoff until written, and publishers wait once `--archive-queue` messages are waiting; with Redis, also failed archiver cycles (retried) and stream entries that are not messages (skipped and logged) (counter).",
     ),
     (
         ARCHIVE_RESTORED,
@@ -170,6 +170,7 @@ pub fn install() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .build_recorder();
+            describe(&recorder);
             let handle = recorder.handle();
             // Another recorder may exist in a test process; ours still renders.
             let _ = metrics::set_global_recorder(recorder);
@@ -178,8 +179,63 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// What a metric of [`ALL`] is, from the last words of its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The kind a description ends with (`(counter).`, `(gauge).`,
+/// `(histogram).`) and the text before it.
+fn kind_of(description: &str) -> Option<(Kind, &str)> {
+    let (text, kind) = description.strip_suffix(").")?.rsplit_once(" (")?;
+    let kind = match kind {
+        "counter" => Kind::Counter,
+        "gauge" => Kind::Gauge,
+        "histogram" => Kind::Histogram,
+        _ => return None,
+    };
+    Some((kind, text))
+}
+
+/// Gives every metric of [`ALL`] its `# HELP` line (the description,
+/// without the docs' code marks) on `recorder` itself: the exposition
+/// writes `# TYPE` for each series, and `# HELP` for described ones.
+fn describe(recorder: &impl metrics::Recorder) {
+    for (name, description) in ALL {
+        let Some((kind, text)) = kind_of(description) else {
+            continue;
+        };
+        let key = metrics::KeyName::from_const_str(name);
+        let help = metrics::SharedString::from(text.replace('`', ""));
+        match kind {
+            Kind::Counter => recorder.describe_counter(key, None, help),
+            Kind::Gauge => recorder.describe_gauge(key, None, help),
+            Kind::Histogram => recorder.describe_histogram(key, None, help),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Every description ends with its kind, which `describe` reads.
+    #[test]
+    fn every_description_names_its_kind() {
+        for (name, description) in super::ALL {
+            assert!(
+                super::kind_of(description).is_some(),
+                "{name}: {description}"
+            );
+        }
+        assert_eq!(
+            super::kind_of("Time, in seconds (histogram)."),
+            Some((super::Kind::Histogram, "Time, in seconds"))
+        );
+        assert_eq!(super::kind_of("Open sockets (gauges)."), None);
+    }
+
     /// `ALL` lists every metric name constant of this module.
     #[test]
     fn all_lists_every_metric() {

@@ -99,6 +99,27 @@ async fn metrics_count_connections_and_frames() {
         );
     }
     assert!(server.metric("chat_connections").await >= 1.0);
+    // Every series has its HELP and TYPE lines (a histogram's series are
+    // `<name>_bucket`, `_sum` and `_count` under the name's own).
+    let described = |kind: &str, name: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("# {kind} {name} ")))
+    };
+    let mut series = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let full = line.split(['{', ' ']).next().unwrap();
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| full.strip_suffix(s).filter(|n| described("TYPE", n)))
+            .unwrap_or(full);
+        assert!(described("TYPE", name), "no TYPE for {name} in:\n{text}");
+        assert!(described("HELP", name), "no HELP for {name} in:\n{text}");
+        series += 1;
+    }
+    assert!(series >= 2, "{text}");
 }
 
 #[tokio::test]
@@ -160,4 +181,33 @@ async fn configuration_page_lists_every_flag_and_env_var() {
     for (name, _) in server::metrics::ALL {
         assert!(ops.contains(name), "{name} missing from operations");
     }
+}
+
+/// `--log-format json`: every line one JSON object, the event's fields at
+/// the top level beside `timestamp`, `level`, `target` and `message`.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = crate::procs::ServerProc::start(
+        "json-logs",
+        "",
+        &["--log-format", "json", "--database-url", "none"],
+    )
+    .await;
+    let mut alice = crate::support::Client::connect_url(&server.ws_url()).await;
+    alice.hello("alice").await;
+    alice.close().await;
+    let lines = server.log_lines();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let listening = &events[0];
+    assert_eq!(listening["message"], "listening");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["addr"], server.addr.to_string());
+    assert_eq!(listening["instance"], "json-logs");
+    assert!(listening["timestamp"].is_string() && listening["target"].is_string());
+    assert!(events
+        .iter()
+        .all(|e| e.is_object() && e["level"].is_string()));
 }

@@ -755,13 +755,10 @@ impl ServerProc {
             .expect("server binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        let (addr, first) = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await.expect("read server log") {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    if line.contains("listening") {
-                        let addr = rest.split_whitespace().next().expect("an address");
-                        return addr.parse::<SocketAddr>().expect("a socket address");
-                    }
+                if let Some(addr) = listening_addr(&line) {
+                    return (addr, line);
                 }
             }
             panic!("server {instance} exited before listening");
@@ -771,7 +768,7 @@ impl ServerProc {
         // Keep draining the log so the server never blocks on a full pipe;
         // it shows in the output of a failing test.
         let tag = instance.to_owned();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(vec![first]));
         let kept = log.clone();
         tokio::spawn(async move {
             let mut rest = lines.into_inner();
@@ -789,6 +786,11 @@ impl ServerProc {
             }
         });
         ServerProc { addr, child, log }
+    }
+
+    /// Every log line so far, from the `listening` one.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Whether a log line so far contains every one of `words`.
@@ -809,6 +811,27 @@ impl ServerProc {
         self.child.start_kill().expect("kill");
         let _ = self.child.wait().await;
     }
+}
+
+/// The address of the server's `listening` log line, as text
+/// (`… listening addr=…`) or as JSON (`--log-format json`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if line.starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        if event["message"] != "listening" {
+            return None;
+        }
+        return event["addr"].as_str()?.parse().ok();
+    }
+    if !line.contains("listening") {
+        return None;
+    }
+    line.split("addr=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A TCP proxy of the test's own between servers and Redis, standing for

@@ -318,7 +318,9 @@ impl RedisEngine {
 
     /// The archiver task of this instance (see the module doc): a cycle
     /// when a publish marked a room, a sweep every [`SWEEP_EVERY`]; at
-    /// `stop`, one last cycle of what this instance marked.
+    /// `stop`, one last cycle of what this instance marked, for at most
+    /// [`SWEEP_EVERY`] (what it leaves stays marked, or pending, for the
+    /// other instances).
     pub(super) async fn run_archiver(self: Arc<Self>, stop: CancellationToken) {
         let link = self.link();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -326,7 +328,8 @@ impl RedisEngine {
         loop {
             let swept = tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = self.archive_cycle(false, &stop).await;
+                    let last = CancellationToken::new();
+                    let _ = tokio::time::timeout(SWEEP_EVERY, self.archive_cycle(false, &last)).await;
                     return;
                 }
                 _ = link.wake.notified() => false,
@@ -436,14 +439,24 @@ impl RedisEngine {
             let mut ids = Vec::with_capacity(entries.len());
             let mut highest = 0;
             for (id, fields) in entries {
-                let message = entry_message(&room, &id, &fields)?;
-                highest = highest.max(message.offset);
+                match entry_message(&room, &id, &fields) {
+                    Ok(message) => {
+                        highest = highest.max(message.offset);
+                        batch.push(Archived {
+                            room: room.clone(),
+                            epoch: epoch.clone(),
+                            message,
+                        });
+                    }
+                    // Not a message this server stored: it can never be
+                    // archived, and left pending it would be claimed again
+                    // at every sweep. Acknowledged, and said.
+                    Err(e) => {
+                        metrics::counter!(m::ARCHIVE_ERRORS).increment(1);
+                        tracing::error!(room = %room, id = %id, error = %e, "a stream entry that is not a message was skipped");
+                    }
+                }
                 ids.push(id);
-                batch.push(Archived {
-                    room: room.clone(),
-                    epoch: epoch.clone(),
-                    message,
-                });
             }
             if full {
                 link.mark(&room);
