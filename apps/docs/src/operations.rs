@@ -43,7 +43,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <tbody>
                 <tr><td><code>"/healthz"</code></td><td>"200 " <code>"ok"</code> " while the process serves HTTP"</td><td>"liveness: restart the process if it fails"</td></tr>
                 <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes every kind of write this instance makes (a Redis replica answers but refuses them; an ACL user may lack one) and its pub/sub connection is up, else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
-                <tr><td><code>"/metrics"</code></td><td>"Prometheus text format, every series with its " <code>"# HELP"</code> " and " <code>"# TYPE"</code></td><td>"scraping (below)"</td></tr>
+                <tr><td><code>"/metrics"</code></td><td>"Prometheus text format, every series with its " <code>"# HELP"</code> " and " <code>"# TYPE"</code> "; the chat's metrics (below) and the process's own (" <code>"process_cpu_seconds_total"</code> ", " <code>"process_resident_memory_bytes"</code> ", open file descriptors, threads)"</td><td>"scraping (below)"</td></tr>
             </tbody>
         </table>
         <h2 id="metrics">"Metrics"</h2>

@@ -174,9 +174,25 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist in a test process; ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            process().describe();
             handle
         })
         .clone()
+}
+
+/// The process's own metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_threads`, `process_start_time_seconds`, …: what every
+/// Prometheus client library exports), read from `/proc` by the
+/// metrics-process crate.
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the process's metrics now: called before each `/metrics` render.
+pub fn collect_process() {
+    process().collect();
 }
 
 /// What a metric of [`ALL`] is, from the last words of its description.

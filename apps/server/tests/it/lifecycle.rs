@@ -120,6 +120,14 @@ async fn metrics_count_connections_and_frames() {
         series += 1;
     }
     assert!(series >= 2, "{text}");
+    // The process's own, as every Prometheus client exports them.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(described("HELP", name), "no {name} in:\n{text}");
+    }
 }
 
 #[tokio::test]
