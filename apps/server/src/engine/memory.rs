@@ -71,14 +71,6 @@ struct RoomState {
     last_active: Instant,
 }
 
-impl RoomState {
-    /// The lowest offset the history holds (the next one when it holds
-    /// none): everything below it is in the archive, or gone without one.
-    fn lowest_held(&self) -> u64 {
-        self.history.front().map_or(self.offset + 1, |m| m.offset)
-    }
-}
-
 impl MemoryEngine {
     pub(crate) fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
         MemoryEngine {
@@ -136,7 +128,7 @@ impl MemoryEngine {
                 .archive()
                 .position(room)
                 .await
-                .map_err(Self::archive_error)?,
+                .map_err(EngineError::archive)?,
             None => None,
         };
         let mut rooms = self.rooms.lock().expect("rooms lock");
@@ -171,8 +163,9 @@ impl MemoryEngine {
         }
     }
 
-    fn archive_error(e: sqlx::Error) -> EngineError {
-        EngineError::Unavailable(format!("the archive: {e}"))
+    /// The archive behind the history, if any.
+    fn archived_in(&self) -> Option<&crate::archive::Archive> {
+        self.archive.as_ref().map(ArchiveWriter::archive)
     }
 
     /// Forgets the room's messages after `offset`, keeping its epoch: what a
@@ -321,30 +314,17 @@ impl Broker for MemoryEngine {
         upto: u64,
     ) -> Result<Vec<ChatMessage>, EngineError> {
         let r = self.room(room).await?;
-        let (low, held) = {
+        let held: Vec<ChatMessage> = {
             let st = r.state.lock().expect("room lock");
-            let held: Vec<ChatMessage> = st
-                .history
+            st.history
                 .iter()
                 .filter(|m| m.offset > after && m.offset <= upto)
                 .cloned()
-                .collect();
-            (st.lowest_held(), held)
+                .collect()
         };
         // Older than the history: in the archive, which holds every
         // message the history dropped.
-        match &self.archive {
-            Some(writer) if after.saturating_add(1) < low => {
-                let mut older = writer
-                    .archive()
-                    .range(room, after, upto.min(low - 1))
-                    .await
-                    .map_err(Self::archive_error)?;
-                older.extend(held);
-                Ok(older)
-            }
-            _ => Ok(held),
-        }
+        super::range_through(self.archived_in(), room, after, upto, held).await
     }
 
     async fn before(
@@ -354,7 +334,7 @@ impl Broker for MemoryEngine {
         limit: usize,
     ) -> Result<Vec<ChatMessage>, EngineError> {
         let r = self.room(room).await?;
-        let (low, held) = {
+        let held: Vec<ChatMessage> = {
             let st = r.state.lock().expect("room lock");
             let newest: Vec<&ChatMessage> = st
                 .history
@@ -363,22 +343,9 @@ impl Broker for MemoryEngine {
                 .filter(|m| m.offset < before)
                 .take(limit)
                 .collect();
-            let held: Vec<ChatMessage> = newest.into_iter().rev().cloned().collect();
-            (st.lowest_held(), held)
+            newest.into_iter().rev().cloned().collect()
         };
-        let bound = before.min(low);
-        match &self.archive {
-            Some(writer) if held.len() < limit && bound > 1 => {
-                let mut older = writer
-                    .archive()
-                    .before(room, bound, limit - held.len())
-                    .await
-                    .map_err(Self::archive_error)?;
-                older.extend(held);
-                Ok(older)
-            }
-            _ => Ok(held),
-        }
+        super::before_through(self.archived_in(), room, before, limit, held).await
     }
 
     async fn subscribe(&self, _room: &RoomName) -> Result<(), EngineError> {

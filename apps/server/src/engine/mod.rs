@@ -21,6 +21,7 @@
 pub(crate) mod memory;
 pub(crate) mod redis;
 
+use crate::archive::Archive;
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomInfo, RoomName, Since, User};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,65 @@ pub(crate) enum EngineError {
     /// The store answered something this code does not understand.
     #[error("engine error: {0}")]
     Internal(String),
+}
+
+impl EngineError {
+    /// The archive (`--database-url`) could not be read or written: the
+    /// client may retry (`unavailable`).
+    pub(crate) fn archive(e: sqlx::Error) -> EngineError {
+        EngineError::Unavailable(format!("the archive: {e}"))
+    }
+}
+
+/// A hot store's answer to [`Broker::range`] completed from the archive:
+/// `held` are the store's messages with `after < offset <= upto`
+/// (ascending, contiguous); what lies below the first of them (below
+/// `upto + 1` when there is none) is read from `archive`, which holds
+/// every message the store dropped. Without an archive, `held`.
+pub(crate) async fn range_through(
+    archive: Option<&Archive>,
+    room: &RoomName,
+    after: u64,
+    upto: u64,
+    held: Vec<ChatMessage>,
+) -> Result<Vec<ChatMessage>, EngineError> {
+    let lowest = held.first().map_or(upto.saturating_add(1), |m| m.offset);
+    match archive {
+        Some(archive) if lowest > after.saturating_add(1) => {
+            let mut messages = archive
+                .range(room, after, lowest - 1)
+                .await
+                .map_err(EngineError::archive)?;
+            messages.extend(held);
+            Ok(messages)
+        }
+        _ => Ok(held),
+    }
+}
+
+/// A hot store's answer to [`Broker::before`] completed from the archive:
+/// `held` are the store's newest messages with `offset < before`, at most
+/// `limit`, ascending; when fewer, the rest (the newest below the first of
+/// them) is read from `archive`. Without an archive, `held`.
+pub(crate) async fn before_through(
+    archive: Option<&Archive>,
+    room: &RoomName,
+    before: u64,
+    limit: usize,
+    held: Vec<ChatMessage>,
+) -> Result<Vec<ChatMessage>, EngineError> {
+    let lowest = held.first().map_or(before, |m| m.offset);
+    match archive {
+        Some(archive) if held.len() < limit && lowest > 1 => {
+            let mut messages = archive
+                .before(room, lowest, limit - held.len())
+                .await
+                .map_err(EngineError::archive)?;
+            messages.extend(held);
+            Ok(messages)
+        }
+        _ => Ok(held),
+    }
 }
 
 /// History and fan-out. Object-safe: the hub holds an `Arc<dyn Broker>`.

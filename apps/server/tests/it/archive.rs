@@ -280,6 +280,57 @@ async fn archived_exactly(postgres: &Postgres, room: &str, n: i64) {
     }
 }
 
+/// Instances A and B on `redis_url`, archiving into `database_a` and
+/// `database_b` (one PostgreSQL, maybe through a proxy); Alice on A and Bob
+/// on B in room `ops`, Alice having seen Bob arrive. Returns them and the
+/// room's epoch.
+async fn two_members(
+    redis_url: &str,
+    database_a: &str,
+    database_b: &str,
+    claim_after: u64,
+) -> (ServerProc, ServerProc, Client, Client, String) {
+    let a = start_archiving_with("archive-a", redis_url, database_a, claim_after).await;
+    let b = start_archiving_with("archive-b", redis_url, database_b, claim_after).await;
+    let mut alice = login(&a, "alice").await;
+    let epoch = alice.join("ops").await.epoch;
+    let mut bob = login(&b, "bob").await;
+    bob.join("ops").await;
+    saw_join(&mut alice, bob.user()).await;
+    (a, b, alice, bob, epoch)
+}
+
+/// Sends `m<i>` for each offset `i` of `range` into `ops`, each acked at
+/// that offset (retrying `unavailable`).
+async fn send_numbered(client: &mut Client, range: std::ops::RangeInclusive<u64>, body: &str) {
+    for i in range {
+        assert_eq!(
+            send_until_acked(client, "ops", &format!("m{i}"), body).await,
+            i
+        );
+    }
+}
+
+/// A new member `name` on `server` joins `ops` from (`epoch`, `since`) and
+/// recovers every message up to `upto`.
+async fn recovers(server: &ServerProc, name: &str, epoch: String, since: u64, upto: u64) {
+    let mut member = login(server, name).await;
+    let back = member
+        .join_since(
+            "ops",
+            Since {
+                epoch,
+                offset: since,
+            },
+        )
+        .await;
+    assert!(back.recovered, "{name} recovers from {since}");
+    assert_eq!(
+        offsets(&back.history),
+        (since + 1..=upto).collect::<Vec<u64>>()
+    );
+}
+
 /// Reads acks of `ids`, in order, skipping every other frame (the room's
 /// messages come between them); returns their offsets.
 async fn acks_of(client: &mut Client, ids: &[String]) -> Vec<u64> {
@@ -300,13 +351,8 @@ async fn acks_of(client: &mut Client, ids: &[String]) -> Vec<u64> {
 async fn flushall_during_traffic_loses_nothing() {
     let postgres = Postgres::start().await;
     let redis = Redis::start().await;
-    let a = start_archiving("archive-a", &redis, &postgres.url()).await;
-    let b = start_archiving("archive-b", &redis, &postgres.url()).await;
-    let mut alice = login(&a, "alice").await;
-    let joined = alice.join("ops").await;
-    let mut bob = login(&b, "bob").await;
-    bob.join("ops").await;
-    saw_join(&mut alice, bob.user()).await;
+    let (a, b, mut alice, mut bob, epoch) =
+        two_members(&redis.url(), &postgres.url(), &postgres.url(), 1).await;
 
     // 100 sends in flight; the store is wiped once half of them are
     // acked, while the rest are being published; 100 more follow.
@@ -337,13 +383,13 @@ async fn flushall_during_traffic_loses_nothing() {
             .join_since(
                 "ops",
                 Since {
-                    epoch: joined.epoch.clone(),
+                    epoch: epoch.clone(),
                     offset: since,
                 },
             )
             .await;
         assert!(rejoined.recovered, "{name} recovers from {since}");
-        assert_eq!(rejoined.epoch, joined.epoch);
+        assert_eq!(rejoined.epoch, epoch);
         assert_eq!(
             offsets(&rejoined.history),
             (since + 1..=200).collect::<Vec<u64>>()
@@ -400,19 +446,9 @@ async fn lagging(claim_after: u64) -> Lagging {
         &format!(":{}/", proxy.port),
     );
     let redis = Redis::start().await;
-    let a = start_archiving_with("archive-a", &redis.url(), &through_proxy, claim_after).await;
-    let b = start_archiving_with("archive-b", &redis.url(), &postgres.url(), claim_after).await;
-    let mut alice = login(&a, "alice").await;
-    let epoch = alice.join("ops").await.epoch;
-    let mut bob = login(&b, "bob").await;
-    bob.join("ops").await;
-    saw_join(&mut alice, bob.user()).await;
-    for i in 1..=10 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "archived").await,
-            i
-        );
-    }
+    let (a, b, mut alice, bob, epoch) =
+        two_members(&redis.url(), &through_proxy, &postgres.url(), claim_after).await;
+    send_numbered(&mut alice, 1..=10, "archived").await;
     archived_exactly(&postgres, "ops", 10).await;
     proxy.blackhole();
     Lagging {
@@ -446,12 +482,7 @@ async fn an_instance_killed_mid_archive_leaves_nothing_missing_or_doubled() {
         mut bob,
         epoch: _,
     } = lagging(1).await;
-    for i in 11..=80 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "pending").await,
-            i
-        );
-    }
+    send_numbered(&mut alice, 11..=80, "pending").await;
     // A has read them: they are pending to it in the group.
     let deadline = tokio::time::Instant::now() + SLOW;
     loop {
@@ -483,12 +514,7 @@ async fn an_instance_killed_mid_archive_leaves_nothing_missing_or_doubled() {
     a.kill9().await;
 
     // B takes them over, and goes on archiving its own.
-    for i in 81..=90 {
-        assert_eq!(
-            send_until_acked(&mut bob, "ops", &format!("m{i}"), "after").await,
-            i
-        );
-    }
+    send_numbered(&mut bob, 81..=90, "after").await;
     archived_exactly(&postgres, "ops", 90).await;
 }
 
@@ -512,12 +538,7 @@ async fn a_wipe_while_the_archive_lags_restores_what_the_instances_held() {
         mut bob,
         epoch,
     } = lagging(30).await;
-    for i in 11..=20 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "held").await,
-            i
-        );
-    }
+    send_numbered(&mut alice, 11..=20, "held").await;
     assert_eq!(
         offsets(&messages_within(&mut bob, 20).await),
         (1..=20).collect::<Vec<u64>>()
@@ -535,10 +556,7 @@ async fn a_wipe_while_the_archive_lags_restores_what_the_instances_held() {
     );
     assert!(b.logged(&["restored from the archive", "offset=20", "from_tail=10"]));
     archived_exactly(&postgres, "ops", 21).await;
-    let mut carol = login(&b, "carol").await;
-    let back = carol.join_since("ops", Since { epoch, offset: 5 }).await;
-    assert!(back.recovered);
-    assert_eq!(offsets(&back.history), (6..=21).collect::<Vec<u64>>());
+    recovers(&b, "carol", epoch, 5, 21).await;
 }
 
 /// The archiver's commands on Redis 5.0.6 (the oldest server the engine
@@ -552,12 +570,7 @@ async fn the_archiver_works_on_redis_5_0() {
     let a = start_archiving("archive-a", &redis, &postgres.url()).await;
     let mut alice = login(&a, "alice").await;
     let joined = alice.join("ops").await;
-    for i in 1..=60 {
-        assert_eq!(
-            send_until_acked(&mut alice, "ops", &format!("m{i}"), "hi").await,
-            i
-        );
-    }
+    send_numbered(&mut alice, 1..=60, "hi").await;
     archived_exactly(&postgres, "ops", 60).await;
     redis_cmd(&redis, &["FLUSHALL"]).await;
     assert_eq!(
@@ -565,18 +578,7 @@ async fn the_archiver_works_on_redis_5_0() {
         61
     );
     archived_exactly(&postgres, "ops", 61).await;
-    let mut bob = login(&a, "bob").await;
-    let back = bob
-        .join_since(
-            "ops",
-            Since {
-                epoch: joined.epoch,
-                offset: 0,
-            },
-        )
-        .await;
-    assert!(back.recovered);
-    assert_eq!(offsets(&back.history), (1..=61).collect::<Vec<u64>>());
+    recovers(&a, "bob", joined.epoch, 0, 61).await;
 }
 
 /// The archiver on a Redis Cluster: a room on each master, messages from

@@ -5,7 +5,9 @@
 //!
 //! - **Exactly once, whoever dies.** Each stream has a consumer group,
 //!   [`GROUP`]; every instance reads it as consumer `<instance id>`
-//!   (`lua/archive_read.lua`: `XREADGROUP … >`), writes the batch, then
+//!   (`XREADGROUP … >`, after `lua/archive_read.lua` made the group and
+//!   claimed what waited too long: [`RedisEngine::read_room`]), writes the
+//!   batch, then
 //!   acknowledges it (`lua/archive_ack.lua`: `XACK`). Entries a dead
 //!   instance had read but not acknowledged stay pending to it; after
 //!   `--archive-claim-after-secs` another instance claims them (`XCLAIM`)
@@ -35,10 +37,11 @@
 //!   held messages up to it are dropped), written to the archive first.
 //!   So offsets continue, and members recover with `recovered: true`.
 
+use super::broker::stream_message;
 use super::parse_payload;
 use super::RedisEngine;
 use crate::archive::{Archive, Archived};
-use crate::engine::{new_epoch, EngineError, EngineEvent, Publication};
+use crate::engine::{new_epoch, EngineError, EngineEvent};
 use crate::metrics as m;
 use futures_util::StreamExt;
 use protocol::{ChatMessage, RoomName};
@@ -70,8 +73,9 @@ const ROOMS_PER_BATCH: usize = 16;
 pub(super) struct ArchiveLink {
     pub(super) archive: Archive,
     pub(super) tail: Arc<Tail>,
-    /// Rooms this instance published to since its last cycle.
-    dirty: Mutex<HashSet<RoomName>>,
+    /// Rooms this instance published to (or must read again) since its
+    /// last cycle.
+    published: Mutex<HashSet<RoomName>>,
     /// Rooms this instance marked in Redis, and when (pruned every sweep).
     marked: Mutex<HashMap<RoomName, Instant>>,
     wake: Notify,
@@ -84,25 +88,31 @@ impl ArchiveLink {
         ArchiveLink {
             archive,
             tail: Arc::new(Tail::default()),
-            dirty: Mutex::new(HashSet::new()),
+            published: Mutex::new(HashSet::new()),
             marked: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             claim_after,
         }
     }
 
-    /// The room has a message to archive.
-    pub(super) fn mark(&self, room: &RoomName) {
-        self.dirty.lock().expect("dirty lock").insert(room.clone());
+    /// The room has a message to archive: a cycle runs soon.
+    pub(super) fn published(&self, room: &RoomName) {
+        self.retry_later([room.clone()]);
         self.wake.notify_one();
     }
 
-    fn take_marked(&self) -> Vec<RoomName> {
-        self.dirty.lock().expect("dirty lock").drain().collect()
+    fn take_published(&self) -> Vec<RoomName> {
+        self.published
+            .lock()
+            .expect("published lock")
+            .drain()
+            .collect()
     }
 
-    fn mark_again(&self, rooms: impl IntoIterator<Item = RoomName>) {
-        self.dirty.lock().expect("dirty lock").extend(rooms);
+    /// The rooms are read again at the next cycle (a mark or a sweep
+    /// wakes it), not at once: a store that failed is not hammered.
+    fn retry_later(&self, rooms: impl IntoIterator<Item = RoomName>) {
+        self.published.lock().expect("published lock").extend(rooms);
     }
 }
 
@@ -111,7 +121,7 @@ impl ArchiveLink {
 /// [`RedisEngine::restore`] writes when the store lost them. Bounded by
 /// the archive's lag (each `a` notice drops what it covers).
 #[derive(Default)]
-pub(crate) struct Tail {
+pub(super) struct Tail {
     rooms: Mutex<HashMap<RoomName, HeldRoom>>,
 }
 
@@ -236,15 +246,19 @@ fn restore_point(
     }
 }
 
-/// A stream entry as `archive_read.lua` returns it: id and fields.
-type Entry = (String, Vec<String>);
+/// A stream entry: its id and its field `m` (`None`: it has none).
+type Entry = (String, Option<String>);
 
-/// One room's read: epoch, entries pending after it, claimed entries (a
-/// claimed entry deleted meanwhile is nil), new entries.
-type RoomRead = (String, u64, Vec<Option<Entry>>, Vec<Entry>);
-
-pub(super) fn unavailable(e: sqlx::Error) -> EngineError {
-    EngineError::Unavailable(format!("the archive: {e}"))
+/// What [`RedisEngine::read_room`] found of a room.
+struct RoomRead {
+    /// The room's epoch (empty: the store has no epoch or no stream).
+    epoch: String,
+    /// Entries claimed from other consumers, then entries never read.
+    entries: Vec<Entry>,
+    /// The read of never-read entries came back full: more wait.
+    full: bool,
+    /// Nothing was read and nothing is pending to any consumer.
+    idle: bool,
 }
 
 impl RedisEngine {
@@ -277,7 +291,11 @@ impl RedisEngine {
     /// Errors: the archive or the store cannot be reached (`Unavailable`).
     pub(super) async fn restore(&self, room: &RoomName) -> Result<(), EngineError> {
         let link = self.link();
-        let archived = link.archive.position(room).await.map_err(unavailable)?;
+        let archived = link
+            .archive
+            .position(room)
+            .await
+            .map_err(EngineError::archive)?;
         let (epoch, offset, held) = restore_point(archived, link.tail.held(room));
         let from_tail = held.len();
         if !held.is_empty() {
@@ -289,7 +307,10 @@ impl RedisEngine {
                     message,
                 })
                 .collect();
-            link.archive.write(&batch).await.map_err(unavailable)?;
+            link.archive
+                .write(&batch)
+                .await
+                .map_err(EngineError::archive)?;
         }
         let restored: u8 = self
             .commands
@@ -355,9 +376,9 @@ impl RedisEngine {
         stop: &CancellationToken,
     ) -> Result<(), EngineError> {
         let link = self.link();
-        let local = link.take_marked();
+        let local = link.take_published();
         if let Err(e) = self.mark_in_store(&local).await {
-            link.mark_again(local);
+            link.retry_later(local);
             return Err(e);
         }
         // Room → the score its mark was read with (sweeps only).
@@ -419,7 +440,7 @@ impl RedisEngine {
         let mut clean = Vec::new();
         let mut first_error = None;
         for (room, score, read) in reads {
-            let (epoch, pending, claimed, fresh) = match read {
+            let read = match read {
                 Ok(read) => read,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -427,19 +448,17 @@ impl RedisEngine {
                     continue;
                 }
             };
-            let full = fresh.len() >= READ_COUNT;
-            let entries: Vec<Entry> = claimed.into_iter().flatten().chain(fresh).collect();
-            if entries.is_empty() {
-                if let (Some(score), 0) = (score, pending) {
+            if read.entries.is_empty() {
+                if let (Some(score), true) = (score, read.idle) {
                     clean.push((room, score));
                 }
                 continue;
             }
-            let epoch: Arc<str> = Arc::from(epoch);
-            let mut ids = Vec::with_capacity(entries.len());
+            let epoch: Arc<str> = Arc::from(read.epoch);
+            let mut ids = Vec::with_capacity(read.entries.len());
             let mut highest = 0;
-            for (id, fields) in entries {
-                match entry_message(&room, &id, &fields) {
+            for (id, json) in read.entries {
+                match stream_message(&room, &id, json.as_deref()) {
                     Ok(message) => {
                         highest = highest.max(message.offset);
                         batch.push(Archived {
@@ -458,12 +477,12 @@ impl RedisEngine {
                 }
                 ids.push(id);
             }
-            if full {
-                link.mark(&room);
+            if read.full {
+                link.published(&room);
             }
             acks.push((room, epoch, highest, ids));
         }
-        link.mark_again(failed);
+        link.retry_later(failed);
         if !batch.is_empty() {
             tokio::select! {
                 // Unacknowledged, the entries stay pending: another instance
@@ -477,7 +496,7 @@ impl RedisEngine {
             .map(|(room, epoch, highest, ids)| async move {
                 let result = self.acknowledge(&room, &epoch, highest, &ids).await;
                 if result.is_err() {
-                    link.mark_again([room]);
+                    link.retry_later([room]);
                 }
                 result
             })
@@ -579,16 +598,18 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// The room's epoch, entries pending after the read, entries claimed
-    /// (pending `claim_ms` or longer; 0: none), entries never delivered:
-    /// `lua/archive_read.lua`, then `XREADGROUP … >`, then, when nothing
-    /// was read, `XPENDING` (a sweep takes the room off its list only
-    /// when nothing is pending either).
+    /// What there is to archive of a room: `lua/archive_read.lua` (its
+    /// epoch, and the entries pending `claim_ms` or longer, claimed; 0:
+    /// none), then `XREADGROUP … >` (which Redis 5 refuses in scripts),
+    /// then, when both found nothing, `XPENDING` (a sweep takes the room
+    /// off its list only when nothing is pending either).
     async fn read_room(&self, room: &RoomName, claim_ms: u64) -> Result<RoomRead, EngineError> {
         self.commands
             .run(|mut conn| async move {
                 let log = self.keys.log(room);
-                let (epoch, claimed): (String, Vec<Option<Entry>>) = self
+                // A claimed entry deleted meanwhile comes back nil (Redis
+                // before 7.0).
+                let (epoch, claimed): (String, Vec<Option<(String, Vec<String>)>>) = self
                     .scripts(&conn)
                     .archive_read
                     .key(self.keys.meta(room))
@@ -599,8 +620,16 @@ impl RedisEngine {
                     .arg(claim_ms)
                     .invoke_async(&mut conn)
                     .await?;
+                let mut entries: Vec<Entry> = claimed
+                    .into_iter()
+                    .flatten()
+                    .map(|(id, fields)| {
+                        let json = fields.chunks(2).find(|f| f[0] == "m").and_then(|f| f.get(1).cloned());
+                        (id, json)
+                    })
+                    .collect();
                 if epoch.is_empty() {
-                    return Ok((epoch, 0, claimed, Vec::new()));
+                    return Ok(RoomRead { epoch, idle: entries.is_empty(), entries, full: false });
                 }
                 let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
                     .arg("GROUP")
@@ -613,32 +642,27 @@ impl RedisEngine {
                     .arg(">")
                     .query_async(&mut conn)
                     .await?;
-                let fresh: Vec<Entry> = read
-                    .into_iter()
-                    .flat_map(|reply| reply.keys)
-                    .flat_map(|key| key.ids)
-                    .map(|entry| {
-                        let json = entry.get::<String>("m").unwrap_or_default();
-                        (entry.id, vec!["m".to_owned(), json])
-                    })
-                    .collect();
-                let pending = if fresh.is_empty() && claimed.is_empty() {
+                let before = entries.len();
+                entries.extend(
+                    read.into_iter()
+                        .flat_map(|reply| reply.keys)
+                        .flat_map(|key| key.ids)
+                        .map(|entry| {
+                            let json = entry.get::<String>("m");
+                            (entry.id, json)
+                        }),
+                );
+                let full = entries.len() - before >= READ_COUNT;
+                let idle = entries.is_empty() && {
                     let summary: redis::Value = redis::cmd("XPENDING")
                         .arg(&log)
                         .arg(GROUP)
                         .query_async(&mut conn)
                         .await?;
-                    match summary {
-                        redis::Value::Array(items) => match items.first() {
-                            Some(redis::Value::Int(n)) => *n as u64,
-                            _ => 0,
-                        },
-                        _ => 0,
-                    }
-                } else {
-                    1
+                    // The summary form: [count, lowest id, highest id, consumers].
+                    matches!(summary, redis::Value::Array(items) if matches!(items.first(), Some(redis::Value::Int(0))))
                 };
-                Ok((epoch, pending, claimed, fresh))
+                Ok(RoomRead { epoch, entries, full, idle })
             })
             .await
     }
@@ -669,23 +693,6 @@ impl RedisEngine {
             .await?;
         Ok(())
     }
-}
-
-/// A stream entry (id `<offset>-0`, fields `m <publication json>`) as the
-/// message of `room`.
-fn entry_message(room: &RoomName, id: &str, fields: &[String]) -> Result<ChatMessage, EngineError> {
-    let offset = id
-        .split_once('-')
-        .and_then(|(ms, _)| ms.parse::<u64>().ok())
-        .ok_or_else(|| EngineError::Internal(format!("bad stream id {id}")))?;
-    let json = fields
-        .chunks(2)
-        .find(|pair| pair[0] == "m")
-        .and_then(|pair| pair.get(1))
-        .ok_or_else(|| EngineError::Internal("stream entry without m".into()))?;
-    let publication: Publication = serde_json::from_str(json)
-        .map_err(|e| EngineError::Internal(format!("stored message: {e}")))?;
-    Ok(publication.into_message(room, offset))
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ impl Broker for RedisEngine {
             })
             .await?;
         if let (Some(link), false) = (&self.archive, published.duplicate) {
-            link.mark(room);
+            link.published(room);
         }
         Ok(published)
     }
@@ -140,19 +140,7 @@ impl Broker for RedisEngine {
         let held = parse_entries(room, reply)?;
         // Older than the stream: in the archive, which holds every message
         // the stream dropped.
-        let lowest = held.first().map_or(upto + 1, |m| m.offset);
-        match &self.archive {
-            Some(link) if lowest > after + 1 => {
-                let mut messages = link
-                    .archive
-                    .range(room, after, lowest - 1)
-                    .await
-                    .map_err(super::archiver::unavailable)?;
-                messages.extend(held);
-                Ok(messages)
-            }
-            _ => Ok(held),
-        }
+        crate::engine::range_through(self.archived_in(), room, after, upto, held).await
     }
 
     async fn before(
@@ -173,19 +161,7 @@ impl Broker for RedisEngine {
             .await?;
         let mut held = parse_entries(room, reply)?;
         held.reverse();
-        let lowest = held.first().map_or(before, |m| m.offset);
-        match &self.archive {
-            Some(link) if held.len() < limit && lowest > 1 => {
-                let mut messages = link
-                    .archive
-                    .before(room, lowest, limit - held.len())
-                    .await
-                    .map_err(super::archiver::unavailable)?;
-                messages.extend(held);
-                Ok(messages)
-            }
-            _ => Ok(held),
-        }
+        crate::engine::before_through(self.archived_in(), room, before, limit, held).await
     }
 
     async fn subscribe(&self, room: &RoomName) -> Result<(), EngineError> {
@@ -282,6 +258,11 @@ impl RedisEngine {
         )))
     }
 
+    /// The archive behind the streams, if any.
+    fn archived_in(&self) -> Option<&crate::archive::Archive> {
+        self.archive.as_ref().map(|link| &link.archive)
+    }
+
     /// The scripts' archive argument: `1` with an archive.
     fn archive_flag(&self) -> u8 {
         u8::from(self.archive.is_some())
@@ -372,20 +353,26 @@ fn parse_entries(
     reply
         .ids
         .into_iter()
-        .map(|entry| {
-            let offset = entry
-                .id
-                .split_once('-')
-                .and_then(|(ms, _)| ms.parse::<u64>().ok())
-                .ok_or_else(|| EngineError::Internal(format!("bad stream id {}", entry.id)))?;
-            let json: String = entry
-                .get("m")
-                .ok_or_else(|| EngineError::Internal("stream entry without m".into()))?;
-            let publication: Publication = serde_json::from_str(&json)
-                .map_err(|e| EngineError::Internal(format!("stored message: {e}")))?;
-            Ok(publication.into_message(room, offset))
-        })
+        .map(|entry| stream_message(room, &entry.id, entry.get::<String>("m").as_deref()))
         .collect()
+}
+
+/// A stream entry of `room` as its message: entry id `<offset>-0` and
+/// field `m`, the [`Publication`] JSON (`json`; `None`: the entry has no
+/// such field). Errors (`Internal`): another id, no `m`, not a publication.
+pub(super) fn stream_message(
+    room: &RoomName,
+    id: &str,
+    json: Option<&str>,
+) -> Result<ChatMessage, EngineError> {
+    let offset = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .ok_or_else(|| EngineError::Internal(format!("bad stream id {id}")))?;
+    let json = json.ok_or_else(|| EngineError::Internal("stream entry without m".into()))?;
+    let publication: Publication = serde_json::from_str(json)
+        .map_err(|e| EngineError::Internal(format!("stored message: {e}")))?;
+    Ok(publication.into_message(room, offset))
 }
 
 /// How [`name_the_command`] starts its message.
