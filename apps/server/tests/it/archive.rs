@@ -422,6 +422,32 @@ async fn flushall_during_traffic_loses_nothing() {
     archived_exactly(&postgres, "ops", 201).await;
 }
 
+/// Issue 14, the sibling of `FLUSHALL`: Redis replaced by an empty one
+/// (`kill -9`, its data directory wiped, started again on the same port)
+/// between two runs of sends. The pub/sub connections drop and come back;
+/// the room comes back from the archive and what the instances held, so
+/// offsets continue in the same epoch, Bob on the other instance gets every
+/// message once in order, a re-join recovers, and the archive holds each
+/// message once. (The kill resets the pub/sub connections: a message the
+/// publishing instance had not read from its channel yet is gone from it;
+/// the instance holds what it published itself.)
+#[tokio::test]
+async fn a_redis_replaced_by_an_empty_one_loses_nothing() {
+    let postgres = Postgres::start().await;
+    let mut redis = Redis::start().await;
+    let (_a, b, mut alice, mut bob, epoch) =
+        two_members(&redis.url(), &postgres.url(), &postgres.url(), 1).await;
+    send_numbered(&mut alice, 1..=30, "before").await;
+    redis.kill9().await;
+    redis.wipe();
+    redis.restart().await;
+    send_numbered(&mut alice, 31..=60, "after").await;
+    let got = messages_within(&mut bob, 60).await;
+    assert_eq!(offsets(&got), (1..=60).collect::<Vec<u64>>());
+    archived_exactly(&postgres, "ops", 60).await;
+    recovers(&b, "carol", epoch, 10, 60).await;
+}
+
 /// Two archiving instances on one Redis, A's database connection through a
 /// proxy of the test's own; Alice on A and Bob on B in room `ops`; offsets
 /// 1..=10 sent by Alice and archived; then A's database connection stops

@@ -45,7 +45,7 @@ use crate::engine::{new_epoch, EngineError, EngineEvent};
 use crate::metrics as m;
 use futures_util::StreamExt;
 use protocol::{ChatMessage, RoomName};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -116,8 +116,11 @@ impl ArchiveLink {
     }
 }
 
-/// Messages of the rooms this instance is subscribed to that it received
-/// on their channels and the archive may not hold yet: what
+/// Messages of the rooms this instance is subscribed to that it knows were
+/// stored and the archive may not hold yet: what it received on their
+/// channels and what it published itself (its own may arrive on the
+/// channel late, or never: a store killed with -9 resets the connection,
+/// and the kernel drops what it had not read). What
 /// [`RedisEngine::restore`] writes when the store lost them. Bounded by
 /// the archive's lag (each `a` notice drops what it covers).
 #[derive(Default)]
@@ -130,8 +133,9 @@ struct HeldRoom {
     /// Subscribes less unsubscribes ([`crate::engine::Broker::subscribe`]).
     subscribers: usize,
     epoch: Option<Arc<str>>,
-    /// Contiguous offsets, ascending.
-    messages: VecDeque<ChatMessage>,
+    /// By offset: from two sources, in any order, with gaps where the
+    /// channel dropped messages.
+    messages: BTreeMap<u64, ChatMessage>,
 }
 
 impl Tail {
@@ -150,8 +154,9 @@ impl Tail {
         }
     }
 
-    /// A message of `room` in `epoch` arrived on its channel.
-    fn record(&self, room: &RoomName, epoch: &Arc<str>, message: &ChatMessage) {
+    /// A message of `room` stored in `epoch` (from its channel, or this
+    /// instance's own publish).
+    pub(super) fn record(&self, room: &RoomName, epoch: &Arc<str>, message: ChatMessage) {
         let mut rooms = self.rooms.lock().expect("tail lock");
         let Some(held) = rooms.get_mut(room) else {
             return;
@@ -160,14 +165,7 @@ impl Tail {
             held.epoch = Some(epoch.clone());
             held.messages.clear();
         }
-        match held.messages.back() {
-            Some(last) if message.offset <= last.offset => return,
-            // A gap (the hub's catch-up fills it from the stream): what is
-            // held must stay contiguous.
-            Some(last) if message.offset != last.offset + 1 => held.messages.clear(),
-            _ => {}
-        }
-        held.messages.push_back(message.clone());
+        held.messages.entry(message.offset).or_insert(message);
     }
 
     /// Everything of `room` up to `offset` in `epoch` is archived.
@@ -177,17 +175,18 @@ impl Tail {
             return;
         };
         if held.epoch.as_deref() == Some(epoch) {
-            while held.messages.front().is_some_and(|m| m.offset <= offset) {
-                held.messages.pop_front();
-            }
+            held.messages = held.messages.split_off(&offset.saturating_add(1));
         }
     }
 
-    /// What is held of `room`: its epoch and messages.
+    /// What is held of `room`: its epoch and messages, ascending.
     fn held(&self, room: &RoomName) -> Option<(Arc<str>, Vec<ChatMessage>)> {
         let rooms = self.rooms.lock().expect("tail lock");
         let held = rooms.get(room)?;
-        Some((held.epoch.clone()?, held.messages.iter().cloned().collect()))
+        Some((
+            held.epoch.clone()?,
+            held.messages.values().cloned().collect(),
+        ))
     }
 }
 
@@ -215,7 +214,7 @@ pub(super) fn receive(tail: Option<&Tail>, room: RoomName, payload: &str) -> Opt
                 message,
             }),
             Some(tail),
-        ) => tail.record(room, epoch, message),
+        ) => tail.record(room, epoch, message.clone()),
         (None, _) => tracing::warn!(payload, "unreadable channel payload"),
         _ => {}
     }
@@ -223,21 +222,25 @@ pub(super) fn receive(tail: Option<&Tail>, room: RoomName, payload: &str) -> Opt
 }
 
 /// The epoch and offset a room the store lost continues from, and the
-/// held messages to write to the archive first: the held messages when
-/// they continue what the archive has (`archived`: its epoch and highest
-/// offset), else the archive's position, else a new epoch at 0.
+/// held messages to write to the archive first: the held messages that
+/// continue what the archive has (`archived`: its epoch and highest
+/// offset) without a gap, if any, else the archive's position, else a new
+/// epoch at 0. `held` is ascending.
 fn restore_point(
     archived: Option<(Arc<str>, u64)>,
     held: Option<(Arc<str>, Vec<ChatMessage>)>,
 ) -> (Arc<str>, u64, Vec<ChatMessage>) {
     let floor = archived.as_ref().map_or(0, |(_, offset)| *offset);
     if let Some((epoch, messages)) = held {
-        if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
-            if first.offset <= floor + 1 && last.offset > floor {
-                let last = last.offset;
-                let newer = messages.into_iter().filter(|m| m.offset > floor).collect();
-                return (epoch, last, newer);
-            }
+        let newer: Vec<ChatMessage> = messages
+            .into_iter()
+            .skip_while(|m| m.offset <= floor)
+            .zip(floor + 1..)
+            .take_while(|(m, next)| m.offset == *next)
+            .map(|(m, _)| m)
+            .collect();
+        if let Some(last) = newer.last() {
+            return (epoch, last.offset, newer);
         }
     }
     match archived {
@@ -737,6 +740,10 @@ mod tests {
         // Nothing held past the archive.
         let (_, offset, write) = restore_point(archived.clone(), held("e1", 5..=10));
         assert_eq!((offset, write.len()), (10, 0));
+        // A gap after 12 (the channel dropped 13): up to 12.
+        let gap = Some((Arc::from("e1"), [11, 12, 14].map(message).to_vec()));
+        let (_, offset, write) = restore_point(archived.clone(), gap);
+        assert_eq!((offset, write.len()), (12, 2));
         // The room went on under a new epoch the archive has not seen yet.
         let (epoch, offset, write) = restore_point(archived, held("e2", 9..=12));
         assert_eq!((&*epoch, offset, write.len()), ("e2", 12, 2));
@@ -749,29 +756,29 @@ mod tests {
     }
 
     #[test]
-    fn the_tail_holds_contiguous_messages_until_archived() {
+    fn the_tail_holds_messages_until_archived() {
         let tail = Tail::default();
         let room = RoomName::parse("r").unwrap();
         let epoch: Arc<str> = Arc::from("e1");
-        tail.record(&room, &epoch, &message(1));
+        tail.record(&room, &epoch, message(1));
         assert!(tail.held(&room).is_none(), "only subscribed rooms are held");
         tail.subscribed(&room);
-        for offset in 1..=5 {
-            tail.record(&room, &epoch, &message(offset));
+        for offset in [1, 2, 4, 3, 5, 3] {
+            tail.record(&room, &epoch, message(offset));
         }
-        tail.record(&room, &epoch, &message(3));
         tail.archived(&room, "e1", 2);
         let offsets = |tail: &Tail| -> Vec<u64> {
             tail.held(&room)
                 .map_or(Vec::new(), |(_, m)| m.iter().map(|m| m.offset).collect())
         };
-        assert_eq!(offsets(&tail), vec![3, 4, 5]);
+        assert_eq!(offsets(&tail), vec![3, 4, 5], "in order, once each");
         tail.archived(&room, "other", 5);
         assert_eq!(offsets(&tail), vec![3, 4, 5], "another epoch's notice");
-        tail.record(&room, &epoch, &message(8));
-        assert_eq!(offsets(&tail), vec![8], "a gap starts over");
-        tail.record(&room, &Arc::from("e2"), &message(9));
+        tail.record(&room, &epoch, message(8));
+        assert_eq!(offsets(&tail), vec![3, 4, 5, 8], "a gap is kept");
+        tail.record(&room, &Arc::from("e2"), message(9));
         assert_eq!(tail.held(&room).unwrap().0.as_ref(), "e2");
+        assert_eq!(offsets(&tail), vec![9], "a new epoch starts over");
         tail.subscribed(&room);
         tail.unsubscribed(&room);
         assert!(tail.held(&room).is_some());

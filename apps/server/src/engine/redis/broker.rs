@@ -67,6 +67,10 @@ impl Broker for RedisEngine {
             })
             .await?;
         if let (Some(link), false) = (&self.archive, published.duplicate) {
+            // Held against a wipe before the channel brings it back (if it
+            // does).
+            let message = msg.into_message(room, published.offset);
+            link.tail.record(room, &published.epoch, message);
             link.published(room);
         }
         Ok(published)
