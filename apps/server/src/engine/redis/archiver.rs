@@ -37,9 +37,8 @@
 //!   held messages up to it are dropped), written to the archive first.
 //!   So offsets continue, and members recover with `recovered: true`.
 
-use super::broker::stream_message;
-use super::parse_payload;
 use super::RedisEngine;
+use super::{parse_payload, stream_message};
 use crate::archive::{Archive, Archived};
 use crate::engine::{new_epoch, EngineError, EngineEvent};
 use crate::metrics as m;
@@ -251,6 +250,11 @@ fn restore_point(
 
 /// A stream entry: its id and its field `m` (`None`: it has none).
 type Entry = (String, Option<String>);
+
+/// `lua/archive_read.lua`'s answer: the room's epoch and the claimed
+/// entries, each its id and fields (nil: deleted meanwhile, before Redis
+/// 7.0).
+type ReadScriptReply = (String, Vec<Option<(String, Vec<String>)>>);
 
 /// What [`RedisEngine::read_room`] found of a room.
 struct RoomRead {
@@ -610,9 +614,7 @@ impl RedisEngine {
         self.commands
             .run(|mut conn| async move {
                 let log = self.keys.log(room);
-                // A claimed entry deleted meanwhile comes back nil (Redis
-                // before 7.0).
-                let (epoch, claimed): (String, Vec<Option<(String, Vec<String>)>>) = self
+                let (epoch, claimed): ReadScriptReply = self
                     .scripts(&conn)
                     .archive_read
                     .key(self.keys.meta(room))

@@ -357,26 +357,8 @@ fn parse_entries(
     reply
         .ids
         .into_iter()
-        .map(|entry| stream_message(room, &entry.id, entry.get::<String>("m").as_deref()))
+        .map(|entry| super::stream_message(room, &entry.id, entry.get::<String>("m").as_deref()))
         .collect()
-}
-
-/// A stream entry of `room` as its message: entry id `<offset>-0` and
-/// field `m`, the [`Publication`] JSON (`json`; `None`: the entry has no
-/// such field). Errors (`Internal`): another id, no `m`, not a publication.
-pub(super) fn stream_message(
-    room: &RoomName,
-    id: &str,
-    json: Option<&str>,
-) -> Result<ChatMessage, EngineError> {
-    let offset = id
-        .split_once('-')
-        .and_then(|(ms, _)| ms.parse::<u64>().ok())
-        .ok_or_else(|| EngineError::Internal(format!("bad stream id {id}")))?;
-    let json = json.ok_or_else(|| EngineError::Internal("stream entry without m".into()))?;
-    let publication: Publication = serde_json::from_str(json)
-        .map_err(|e| EngineError::Internal(format!("stored message: {e}")))?;
-    Ok(publication.into_message(room, offset))
 }
 
 /// How [`name_the_command`] starts its message.

@@ -51,7 +51,7 @@ use self::keys::Keys;
 use self::pubsub::PubSub;
 use crate::config::RedisConfig;
 use crate::engine::{EngineError, EngineEvent, Publication};
-use protocol::{RoomName, User};
+use protocol::{ChatMessage, RoomName, User};
 use redis::Script;
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,6 +227,24 @@ impl RedisEngine {
             Mode::Cluster => &self.cluster_scripts,
         }
     }
+}
+
+/// A stream entry of `room` as its message: entry id `<offset>-0` and
+/// field `m`, the [`Publication`] JSON (`json`; `None`: the entry has no
+/// such field). Errors (`Internal`): another id, no `m`, not a publication.
+fn stream_message(
+    room: &RoomName,
+    id: &str,
+    json: Option<&str>,
+) -> Result<ChatMessage, EngineError> {
+    let offset = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .ok_or_else(|| EngineError::Internal(format!("bad stream id {id}")))?;
+    let json = json.ok_or_else(|| EngineError::Internal("stream entry without m".into()))?;
+    let publication: Publication = serde_json::from_str(json)
+        .map_err(|e| EngineError::Internal(format!("stored message: {e}")))?;
+    Ok(publication.into_message(room, offset))
 }
 
 /// Parses a channel payload (the formats of the layout table) into an event.
