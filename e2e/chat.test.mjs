@@ -357,3 +357,59 @@ scenario('killing an instance: reconnect through nginx, nothing lost or doubled'
   await until('frank in erin\'s #members', async () => (await memberNames(erin)).includes('frank'));
   await screenshot(path.join(ARTIFACTS, 'chat.png'), [erin, frank]);
 });
+
+const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+
+scenario('the admin page asks for its token, then shows instances and rooms and disconnects a user',
+  { args: ['--admin-token', ADMIN_TOKEN] }, async ({ cluster, users }) => {
+  const [a, b] = cluster.instances;
+  const dora = await openUser(b.url, 'dora');
+  users.push(dora);
+  await until('dora to be in the member list', async () =>
+    (await dora.page.locator('#members .web-member').count()) === 1);
+  const doraId = await dora.page.locator('#members .web-member').first().getAttribute('data-user');
+
+  const browser = await launch();
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(NET);
+  const admin = { name: 'admin', browser, page, dialogs: [], errors: [] };
+  page.on('pageerror', (e) => admin.errors.push(e.message));
+  users.push(admin);
+  await page.goto(`${a.url}/admin`);
+
+  // Without the token: the sign-in form, nothing of the chat.
+  await page.locator('#admin-sign-in').waitFor();
+  assert.equal(await page.locator('#admin-instances').count(), 0, 'no instance table before signing in');
+  const unauth = await page.evaluate(async () => (await fetch('/admin/api/overview')).status);
+  assert.equal(unauth, 401, 'the API refuses a request without the token');
+
+  // A wrong token is refused and forgotten.
+  await page.locator('#admin-token').fill('not-the-admin-token-0123');
+  await page.locator('#admin-token').press('Enter');
+  await until('the wrong token to be refused', async () =>
+    /refused/.test((await page.locator('#admin-error').textContent()) ?? ''));
+  await page.locator('#admin-sign-in').waitFor();
+  assert.equal(await page.locator('#admin-instances').count(), 0);
+
+  // The token: both instances, ready; dora's room with its one member.
+  await page.locator('#admin-token').fill(ADMIN_TOKEN);
+  await page.locator('#admin-token').press('Enter');
+  for (const inst of [a, b]) {
+    await page.locator(`#admin-instances tr[data-instance="${inst.id}"][data-ready="true"]`).waitFor();
+  }
+  const connections = await page.locator(`#admin-instances tr[data-instance="${b.id}"] td`).nth(3).textContent();
+  assert.equal(connections, '1', `${b.id} serves dora's one connection`);
+  const room = page.locator('#admin-rooms tr[data-room="general"] td');
+  await until('general to show one member', async () => (await room.nth(1).textContent()) === '1');
+  await until('the chart to draw a line per instance', async () =>
+    (await page.locator('#admin-chart polyline').count()) === 2);
+  await screenshot(path.join(ARTIFACTS, 'admin.png'), [admin]);
+
+  // Disconnect dora (on the other instance): her page goes offline.
+  await page.locator('#admin-user').fill(doraId);
+  await page.locator('#admin-user').press('Enter');
+  await until('the action to be accepted', async () =>
+    /Disconnecting/.test((await page.locator('#admin-notice').textContent()) ?? ''));
+  await dora.page.locator('#status[data-state="offline"]').waitFor({ timeout: NET });
+});

@@ -153,8 +153,9 @@ class Instance extends Proc {
 
 /// Starts redis-server, `instances` chat servers (ids e2e-a, e2e-b, ...)
 /// sharing it and one session secret, and, with `nginx: true`, nginx in
-/// front of the first two. Resolves when every one of them is ready.
-export async function startCluster({ instances = 2, nginx = false, tag = 'chat' } = {}) {
+/// front of the first two; `args` go to every instance. Resolves when every
+/// one of them is ready.
+export async function startCluster({ instances = 2, nginx = false, tag = 'chat', args = [] } = {}) {
   const server = process.env.SERVER_BIN;
   if (!server || !fs.existsSync(server)) {
     throw new Error(`SERVER_BIN must name the built server binary (got ${server ?? 'nothing'})`);
@@ -186,6 +187,7 @@ export async function startCluster({ instances = 2, nginx = false, tag = 'chat' 
         '--bind', '127.0.0.1', '--port', String(port), '--instance-id', id,
         '--redis-url', cluster.redisUrl, '--session-secret', secret,
         '--site-root', siteRoot, '--trusted-proxies', '127.0.0.1', '--log', 'info',
+        ...args,
       ];
       const inst = cluster.track(new Instance(id, port, server, argv, path.join(dir, `${id}.log`)));
       cluster.instances.push(inst);

@@ -75,3 +75,8 @@ store_run "Redis Cluster, 3 masters"
 python3 scripts/bench_report.py "$lines" bench/results.json bench/results.svg \
   "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)"
 echo "bench: wrote bench/results.json and bench/results.svg (the docs' benchmarks page renders the former)"
+
+# The drain: 5,000 clients leave a stopped instance, at once and spread
+# over a drain window (scripts/avalanche.sh; bench/avalanche.json).
+stop_instances
+SERVER_BIN=$server LOADGEN_BIN=$loadgen scripts/avalanche.sh

@@ -115,6 +115,7 @@ pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
         ),
         ServerFrame::Reconnect {
             reason: ReconnectReason::Shutdown,
+            delay_ms: 4200,
         },
     ];
     (client, server)
@@ -146,7 +147,7 @@ fn server_note(frame: &ServerFrame) -> &'static str {
         ServerFrame::Rooms { .. } => "Active rooms with the number of distinct users in each.",
         ServerFrame::Pong => "Answers `ping`.",
         ServerFrame::Error { .. } => "Something the client must act on; `code` is what it branches on, `message` is for humans, `id` is present when it answers a `send`.",
-        ServerFrame::Reconnect { .. } => "The instance is shutting down: reconnect (to any instance) and re-join with `since`. The close (1012) follows.",
+        ServerFrame::Reconnect { .. } => "The instance is shutting down: reconnect (to any instance) and re-join with `since`. With `delay_ms` (a drain spreading its clients' reconnects), keep using this connection that many milliseconds first, then close it and reconnect; without it, the close (1012) follows at once.",
     }
 }
 

@@ -247,6 +247,27 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
     pub shutdown_deadline_ms: u64,
 
+    /// On SIGTERM, how long the instance keeps serving while `/readyz`
+    /// reports it not ready (503 `draining`), in ms, before it asks its
+    /// clients to reconnect: time for the load balancer to stop sending it
+    /// new connections (Kubernetes removes a pod from its Service's
+    /// endpoints a moment after the signal).
+    #[arg(long, env = "DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+
+    /// Over how long, in ms, a stopping instance spreads its clients'
+    /// reconnects: each gets its own `delay_ms` in the `reconnect` frame,
+    /// evenly over the window (PROTOCOL.md, "Drain"), so the instances
+    /// left are not hit by every client at once. 0: all at once.
+    #[arg(long, env = "DRAIN_WINDOW_MS", default_value_t = 0)]
+    pub drain_window_ms: u64,
+
+    /// Turns the admin view on (`/admin`, `/admin/api/…`): the token its
+    /// users sign in with (at least 16 characters; keep it secret). Off
+    /// when unset.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// A request head (request line and headers) must arrive whole within
     /// this, in ms, or the connection is closed; also how long a keep-alive
     /// connection may wait idle for its next request (hyper's
@@ -365,6 +386,12 @@ pub struct Config {
     pub hello_timeout: Duration,
     pub write_timeout: Duration,
     pub shutdown_deadline: Duration,
+    /// `--drain-delay-ms`.
+    pub drain_delay: Duration,
+    /// `--drain-window-ms`.
+    pub drain_window: Duration,
+    /// `--admin-token`: the admin view is off without it.
+    pub admin_token: Option<String>,
     /// `--header-read-timeout-ms`.
     pub header_read_timeout: Duration,
     /// `--max-http-connections`.
@@ -523,6 +550,15 @@ impl Args {
             }
         };
         positive("--history-cap", self.history_cap as u64)?;
+        if let Some(t) = self.admin_token.as_deref().filter(|t| !t.is_empty()) {
+            if t.chars().count() < 16 {
+                return Err(ConfigError(
+                    "--admin-token must be at least 16 characters (a guessable token opens \
+                     the admin view to anyone)"
+                        .into(),
+                ));
+            }
+        }
         positive("--rate-per-sec", u64::from(self.rate_per_sec))?;
         positive("--rate-burst", u64::from(self.rate_burst))?;
         positive("--user-rate-per-sec", u64::from(self.user_rate_per_sec))?;
@@ -744,6 +780,9 @@ impl Args {
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
+            drain_window: Duration::from_millis(self.drain_window_ms),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_http_connections: self.max_http_connections.max(1),
             hsts_max_age_secs: self.hsts_max_age_secs,

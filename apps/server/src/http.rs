@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) next_conn: Arc<AtomicU64>,
     /// What the docs pages show of this server, built once at start.
     pub(crate) docs: Arc<docs::DocsContext>,
+    /// The admin view's routes' state.
+    pub(crate) admin: Arc<crate::admin::Admin>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -126,6 +128,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(crate::admin::router(state.admin.clone()))
         .route("/docs", get(docs_index))
         .route("/docs/", get(docs_index))
         .route("/docs/{*path}", get(docs_page))
@@ -230,6 +233,9 @@ pub(crate) fn is_hashed_asset_name(path: &str) -> bool {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.conn.live.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     match state.conn.hub.reachable().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

@@ -14,13 +14,15 @@
 //! - `archive`: every message kept in SQLite or PostgreSQL behind the
 //!   engine's hot store.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - `admin`: the admin view's routes, instance heartbeats and actions.
 //!
-//! Dependencies point one way: http → ws, connection → hub → outbox,
+//! Dependencies point one way: http → admin → connection, http → ws, connection → hub → outbox,
 //! engine → archive; every module may use codec, config and metrics, which use none
 //! of the others. Only `config`, `cost`, `metrics` and `archive` are
 //! public (for `main`, the integration tests, the docs' tables and the
 //! archive's benchmark).
 
+mod admin;
 pub mod archive;
 mod codec;
 pub mod config;
@@ -39,7 +41,7 @@ use crate::config::Config;
 use crate::connection::{ConnContext, Live};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::RedisEngine;
-use crate::engine::{Broker, PresenceStore, RecoveryLimits};
+use crate::engine::{AdminBoard, Broker, PresenceStore, RecoveryLimits};
 use crate::hub::Hub;
 use crate::session::Sessions;
 use anyhow::Context as _;
@@ -52,15 +54,20 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Serves the chat on `listener` until `shutdown` is cancelled, then closes
-/// every WebSocket with `reconnect` + 1012 and returns within the configured
-/// deadline. Tests call this with a listener on port 0.
+/// Serves the chat on `listener` until `stop` is cancelled, then drains
+/// (see [`drain`]: not ready, the drain delay, reconnects spread over the
+/// drain window), closes every WebSocket left with `reconnect` + 1012 and
+/// returns within the configured deadline. Tests call this with a listener
+/// on port 0.
 pub async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // What every part of the instance stops on: cancelled when the drain
+    // that `stop` starts is over.
+    let shutdown = CancellationToken::new();
     let local = listener.local_addr().context("listener address")?;
     let metrics = metrics::install();
     let tracker = TaskTracker::new();
@@ -91,35 +98,36 @@ pub async fn run(
         _ => None,
     };
     let (events_tx, events_rx) = mpsc::channel(config.intake_capacity);
-    let (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>) = match &config.redis {
-        None => {
-            let engine = Arc::new(
-                MemoryEngine::new(events_tx, config.history_cap).with_archive(writer.clone()),
-            );
-            engine.set_retention(config.room_retention);
-            (engine.clone(), engine)
-        }
-        Some(redis) => {
-            // rustls needs one process-wide crypto provider for rediss://;
-            // a second install (another server in a test process) is a no-op.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let engine = RedisEngine::start(
-                redis,
-                config.instance_id.clone(),
-                engine::redis::RoomLimits {
-                    history_cap: config.history_cap,
-                    presence_ttl: config.presence_ttl,
-                    retention: config.room_retention,
-                },
-                archive.map(|archive| (archive, config.archive_claim_after)),
-                events_tx,
-                &tracker,
-                shutdown.child_token(),
-            )
-            .context("starting the Redis engine")?;
-            (engine.clone(), engine)
-        }
-    };
+    let (broker, presence, board): (Arc<dyn Broker>, Arc<dyn PresenceStore>, Arc<dyn AdminBoard>) =
+        match &config.redis {
+            None => {
+                let engine = Arc::new(
+                    MemoryEngine::new(events_tx, config.history_cap).with_archive(writer.clone()),
+                );
+                engine.set_retention(config.room_retention);
+                (engine.clone(), engine.clone(), engine)
+            }
+            Some(redis) => {
+                // rustls needs one process-wide crypto provider for rediss://;
+                // a second install (another server in a test process) is a no-op.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let engine = RedisEngine::start(
+                    redis,
+                    config.instance_id.clone(),
+                    engine::redis::RoomLimits {
+                        history_cap: config.history_cap,
+                        presence_ttl: config.presence_ttl,
+                        retention: config.room_retention,
+                    },
+                    archive.map(|archive| (archive, config.archive_claim_after)),
+                    events_tx,
+                    &tracker,
+                    shutdown.child_token(),
+                )
+                .context("starting the Redis engine")?;
+                (engine.clone(), engine.clone(), engine)
+            }
+        };
     if config.redis.is_some() {
         claim_instance_id(&*presence, &config.instance_id, config.presence_ttl).await?;
     }
@@ -175,15 +183,24 @@ pub async fn run(
             config.address_rate,
         ),
     });
-    // Connections learn of the shutdown through their outbox.
+    // Connections learn of the drain and the shutdown through their outbox.
     tracker.spawn({
         let conn = conn.clone();
         let shutdown = shutdown.clone();
+        let config = config.clone();
         async move {
-            shutdown.cancelled().await;
+            stop.cancelled().await;
+            drain(&conn.live, config.drain_delay, config.drain_window).await;
+            shutdown.cancel();
             conn.live.shut_down();
         }
     });
+    let admin = Arc::new(admin::Admin {
+        ctx: conn.clone(),
+        board,
+        started_ms: engine::now_ms(),
+    });
+    tracker.spawn(admin::heartbeat(admin.clone(), shutdown.clone()));
     let assets = http::AssetNames::find(&config.site_root, OUTPUT_NAME);
     let state = http::AppState {
         leptos: leptos_options(&config, local, &assets),
@@ -193,6 +210,7 @@ pub async fn run(
         ip_limits: http::IpLimits::new(config.max_conns_per_ip),
         tracker: tracker.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
+        admin,
     };
     tracing::info!(
         addr = %local,
@@ -240,6 +258,33 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The drain of a stopping instance: `/readyz` answers 503 at once; the
+/// instance keeps serving for `delay` (the load balancer stops sending it
+/// new connections meanwhile); then every client is asked to reconnect,
+/// each after its own delay spread over `window` (PROTOCOL.md, "Drain").
+/// Returns when every connection has gone or when the last one's time is
+/// up (`window` + [`connection::DRAIN_LINGER`]); the shutdown then closes
+/// whatever is left.
+async fn drain(live: &Live, delay: std::time::Duration, window: std::time::Duration) {
+    live.start_draining();
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        window_ms = window.as_millis() as u64,
+        connections = live.count(),
+        "draining: not ready"
+    );
+    tokio::time::sleep(delay).await;
+    if window.is_zero() {
+        return;
+    }
+    let asked = live.spread_reconnects(window);
+    tracing::info!(connections = asked, "draining: clients asked to reconnect");
+    let until = tokio::time::Instant::now() + window + connection::DRAIN_LINGER;
+    while live.count() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Refuses to start when another live process uses this instance id

@@ -17,7 +17,9 @@
 
 use protocol::CloseCode;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -29,9 +31,16 @@ pub(crate) struct Outbound {
     /// room, so a connection matches it by pointer).
     pub(crate) room: Arc<str>,
     /// The message's offset, or 0 for frames that are not stored messages
-    /// (typing, presence).
+    /// (typing, presence), or [`Outbound::CLOSES_ROOM`].
     pub(crate) offset: u64,
     pub(crate) frame: Utf8Bytes,
+}
+
+impl Outbound {
+    /// The [`Outbound::offset`] of a `left` the hub sends when it removed
+    /// the member itself (the admin closed the room): the connection
+    /// forgets the room after writing it.
+    pub(crate) const CLOSES_ROOM: u64 = u64::MAX;
 }
 
 /// The queue and kick of one connection; see the module doc.
@@ -40,7 +49,14 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     capacity: usize,
+    /// A drain's request to reconnect after this many ms
+    /// ([`NO_RECONNECT`]: none). An atomic beside the lock: read once per
+    /// drain of the queue, set once in the connection's life.
+    reconnect_ms: AtomicU64,
 }
+
+/// [`Outbox::reconnect_ms`] when no reconnect was asked.
+const NO_RECONNECT: u64 = u64::MAX;
 
 #[derive(Debug, Default)]
 struct State {
@@ -58,6 +74,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             capacity,
+            reconnect_ms: AtomicU64::new(NO_RECONNECT),
         })
     }
 
@@ -87,6 +104,26 @@ impl Outbox {
         };
         self.wake.notify_one();
         first
+    }
+
+    /// Asks the connection to tell its client to reconnect after `delay`
+    /// (a drain, PROTOCOL.md "Drain"); the connection stays served meanwhile.
+    pub(crate) fn ask_reconnect(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(NO_RECONNECT - 1);
+        self.reconnect_ms
+            .store(ms.min(NO_RECONNECT - 1), Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The reconnect asked by [`Outbox::ask_reconnect`], once.
+    pub(crate) fn take_reconnect(&self) -> Option<Duration> {
+        if self.reconnect_ms.load(Ordering::Relaxed) == NO_RECONNECT {
+            return None;
+        }
+        match self.reconnect_ms.swap(NO_RECONNECT, Ordering::Acquire) {
+            NO_RECONNECT => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// Resolves when something was pushed or a kick came since the last

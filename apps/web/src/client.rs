@@ -14,7 +14,7 @@
 
 use crate::state::{ChatState, CloseAction};
 use leptos::prelude::*;
-use protocol::{ClientFrame, ServerFrame};
+use protocol::{ClientFrame, CloseCode, ServerFrame};
 use std::cell::RefCell;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
@@ -274,6 +274,20 @@ pub(crate) fn connect() {
         }
         if let Some(ms) = outcome.retry_joins_in {
             set_timeout(retry_joins, Duration::from_millis(ms));
+        }
+        if let Some(ms) = outcome.reconnect_in {
+            // A drain spreads its clients: leave this socket at our turn,
+            // as if it closed with 1012 (reconnect at once, re-join with
+            // `since`), unless it is gone by then.
+            set_timeout(
+                move || {
+                    if is_current_socket(generation) {
+                        drop_socket();
+                        closed(CloseCode::ServiceRestart.code());
+                    }
+                },
+                Duration::from_millis(ms),
+            );
         }
     });
     let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {

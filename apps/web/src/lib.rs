@@ -8,6 +8,7 @@
 //!   unit-tested natively (a folder: frames, actions, connection, room,
 //!   what the views read);
 //! - `client` (hydrate only): the WebSocket driver, timers and storage;
+//!   `admin_client` (hydrate only): the admin page's token and requests;
 //! - `platform`: what the views call of the browser, inert on the server;
 //! - [`app`]: the views, one module per screen area.
 
@@ -16,6 +17,8 @@
 
 pub mod state;
 
+#[cfg(feature = "hydrate")]
+mod admin_client;
 #[cfg(feature = "hydrate")]
 mod client;
 mod platform;

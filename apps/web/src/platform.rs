@@ -8,6 +8,9 @@ pub(crate) use crate::client::{
     connect, local_datetime, local_time, persist_name, persist_rooms, random_tag, send, stop,
 };
 
+#[cfg(feature = "hydrate")]
+pub(crate) use crate::admin_client::{admin_request, admin_token, every_second, store_admin_token};
+
 /// Milliseconds since the Unix epoch.
 #[cfg(feature = "hydrate")]
 pub(crate) fn now_ms() -> i64 {
@@ -23,6 +26,19 @@ mod inert {
     pub(crate) fn send(_frames: Vec<ClientFrame>) {}
     pub(crate) fn persist_name(_name: Option<&str>) {}
     pub(crate) fn persist_rooms(_rooms: &[String], _current: Option<&str>) {}
+
+    pub(crate) fn admin_token() -> Option<String> {
+        None
+    }
+    pub(crate) fn store_admin_token(_token: Option<&str>) {}
+    pub(crate) fn every_second(_f: impl Fn() + 'static) {}
+    pub(crate) fn admin_request(
+        _method: &str,
+        _path: &str,
+        _token: String,
+        _done: impl FnOnce(Result<String, (u16, String)>) + 'static,
+    ) {
+    }
 
     pub(crate) fn random_tag() -> String {
         "server".to_owned()

@@ -201,7 +201,18 @@ pub enum ServerFrame {
     /// with `since`.
     Reconnect {
         reason: ReconnectReason,
+        /// Milliseconds to keep using this connection before reconnecting
+        /// (PROTOCOL.md, "Drain"): a draining instance spreads its clients'
+        /// reconnects over a window. Absent (0): reconnect at once; the
+        /// close follows.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        delay_ms: u64,
     },
+}
+
+/// Serde's test for an absent `delay_ms`.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ServerFrame {

@@ -11,6 +11,7 @@
 //! Server-internal types (room state, the instance-to-instance envelope) are
 //! not here; the server converts them into these frames explicitly.
 
+pub mod admin;
 pub mod codes;
 pub mod frames;
 pub mod limits;

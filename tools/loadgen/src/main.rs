@@ -11,6 +11,9 @@
 //!   (join/leave toggles, reloads, fresh rooms, blank frames, bad hellos,
 //!   `rooms` and replay floods) in turn; honest delivered %, p99 and the
 //!   servers' memory, with and without the attacker.
+//! - `avalanche`: every receiver on one instance, which is stopped under a
+//!   steady load: time until all are back on the other, delivered %,
+//!   replay p99, the survivor's peak CPU.
 //! - `idle`: holds C connections joined to rooms and reports the servers'
 //!   resident memory per connection (read from `/proc/<pid>/status`).
 //!
@@ -29,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod avalanche;
 mod churn;
 mod hostile;
 mod progress;
@@ -83,6 +87,10 @@ enum Mode {
     /// Raise the per-sender rate step by step (fresh rooms each step);
     /// report the highest step with zero loss and p99 under the bound.
     Saturation(SaturationArgs),
+    /// Every receiver on the first instance, which is then stopped
+    /// (SIGTERM) under a steady load: time until all are back on the
+    /// second, delivered %, replay p99, the survivor's peak CPU.
+    Avalanche(avalanche::AvalancheArgs),
     /// Every receiver is force-closed and reconnects with `since` about every
     /// `every` seconds while senders keep sending: delivered %, duplicates,
     /// and how long the replay (reconnect → `joined`) takes.
@@ -381,9 +389,24 @@ pub(crate) async fn send_load<S>(
 where
     S: futures_util::Sink<Message> + Unpin,
 {
+    send_load_until(tx, room, me, rate, || Instant::now() >= stop_at, sent).await
+}
+
+/// [`send_load`] until `stop()` answers true.
+pub(crate) async fn send_load_until<S>(
+    tx: &mut S,
+    room: &str,
+    me: u32,
+    rate: f64,
+    stop: impl Fn() -> bool,
+    sent: &AtomicU64,
+) -> u64
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     let mut seq = 0u64;
-    while Instant::now() < stop_at {
+    while !stop() {
         tick.tick().await;
         seq += 1;
         let frame = ClientFrame::Send {
@@ -769,6 +792,7 @@ async fn run() -> anyhow::Result<()> {
             fanout(&cli.urls, &spec).await?
         }
         Mode::Saturation(args) => saturation(&cli.urls, &args).await?,
+        Mode::Avalanche(args) => avalanche::run(&cli.urls, &args).await?,
         Mode::Churn(args) => churn::run(&cli.urls, &args).await?,
         Mode::Steady(args) => steady::run(&cli.urls, &args).await?,
         Mode::Hostile(args) => hostile::run(&cli.urls, cli.source_ips, &args).await?,

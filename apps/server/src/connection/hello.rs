@@ -100,6 +100,7 @@ impl Connection {
             user: user.clone(),
             server: self.ctx.config.instance_id.clone(),
         };
+        self.ctx.live.signed_in(self.id, &user.id);
         self.user = Some(Arc::new(user));
         self.reply(&welcome).await
     }

@@ -20,7 +20,11 @@ pub(crate) struct Live {
 #[derive(Debug, Default)]
 struct LiveState {
     outboxes: std::collections::HashMap<ConnId, Arc<Outbox>>,
+    /// The user of each connection past `hello`.
+    users: std::collections::HashMap<ConnId, String>,
     closing: bool,
+    /// Set when a drain began: `/readyz` answers 503.
+    draining: bool,
 }
 
 impl Live {
@@ -35,7 +39,65 @@ impl Live {
     }
 
     pub(super) fn remove(&self, id: ConnId) {
-        self.state.lock().expect("live lock").outboxes.remove(&id);
+        let mut state = self.state.lock().expect("live lock");
+        state.outboxes.remove(&id);
+        state.users.remove(&id);
+    }
+
+    /// Connection `id` signed in as `user` (its `welcome` went out).
+    pub(super) fn signed_in(&self, id: ConnId, user: &str) {
+        self.state
+            .lock()
+            .expect("live lock")
+            .users
+            .insert(id, user.to_owned());
+    }
+
+    /// Closes every connection of `user` here with 1008 (the admin view's
+    /// "disconnect a user": the client does not reconnect on its own).
+    /// Answers how many.
+    pub(crate) fn disconnect_user(&self, user: &str) -> usize {
+        let state = self.state.lock().expect("live lock");
+        let mut n = 0;
+        for (id, _) in state.users.iter().filter(|(_, u)| u.as_str() == user) {
+            if let Some(outbox) = state.outboxes.get(id) {
+                outbox.kick(CloseCode::PolicyViolation);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The drain began: the instance reports not ready from now on.
+    pub(crate) fn start_draining(&self) {
+        self.state.lock().expect("live lock").draining = true;
+    }
+
+    /// Whether a drain began (`/readyz`).
+    pub(crate) fn draining(&self) -> bool {
+        self.state.lock().expect("live lock").draining
+    }
+
+    /// Open connections.
+    pub(crate) fn count(&self) -> usize {
+        self.state.lock().expect("live lock").outboxes.len()
+    }
+
+    /// Asks every open connection to tell its client to reconnect, each
+    /// after its own delay: in random order, evenly over `window` (the
+    /// i-th of n after i·window/n). Later connections are closed with
+    /// 1012 at once, as during shutdown. Returns how many were asked.
+    pub(crate) fn spread_reconnects(&self, window: std::time::Duration) -> usize {
+        use rand::seq::SliceRandom as _;
+        let mut state = self.state.lock().expect("live lock");
+        state.closing = true;
+        let mut outboxes: Vec<&Arc<Outbox>> = state.outboxes.values().collect();
+        outboxes.shuffle(&mut rand::rng());
+        let n = outboxes.len();
+        for (i, outbox) in outboxes.into_iter().enumerate() {
+            outbox.ask_reconnect(window.mul_f64(i as f64 / n as f64));
+        }
+        n
     }
 
     /// Asks every open connection, and every later one, to send

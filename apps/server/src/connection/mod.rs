@@ -135,7 +135,15 @@ struct Connection {
     /// [`BAD_FRAME_LIMIT`] kept).
     bad_frames: VecDeque<Instant>,
     last_seen: Instant,
+    /// Set when a drain asked the client to reconnect: the connection is
+    /// closed with 1012 when it fires, if the client has not left by then.
+    /// Boxed: allocated only then.
+    leave_by: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long after the `delay_ms` of a drain's `reconnect` the instance
+/// closes a client that is still connected (PROTOCOL.md, "Drain").
+pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 impl Connection {
     fn new(socket: Socket, ctx: Arc<ConnContext>, id: ConnId, ip: IpAddr) -> Connection {
@@ -154,6 +162,7 @@ impl Connection {
             paused: None,
             bad_frames: VecDeque::new(),
             last_seen: Instant::now(),
+            leave_by: None,
             ctx,
         }
     }
@@ -188,6 +197,9 @@ impl Connection {
                     self.paused = None;
                     Ok(())
                 }
+                () = async { self.leave_by.as_mut().expect("leave_by").await }, if self.leave_by.is_some() => {
+                    Err(End::Close(CloseCode::ServiceRestart, "server shutting down"))
+                }
                 _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = step {
@@ -205,6 +217,9 @@ impl Connection {
                 return Err(self.shutting_down().await);
             }
             return Err(End::Close(code, kick_reason(code)));
+        }
+        if let Some(delay) = self.outbox.take_reconnect() {
+            Box::pin(self.reconnect_after(delay)).await?;
         }
         let mut pending = false;
         while let Some(item) = self.batch.pop_front() {
@@ -231,10 +246,15 @@ impl Connection {
     /// Whether an outbox item goes to the client: only for joined rooms, and
     /// a message only if newer than the last one delivered in its room.
     fn admit(&mut self, item: &Outbound) -> Option<Utf8Bytes> {
-        let room = self
+        let at = self
             .rooms
-            .iter_mut()
-            .find(|r| Arc::ptr_eq(&r.key, &item.room))?;
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.key, &item.room))?;
+        if item.offset == Outbound::CLOSES_ROOM {
+            self.rooms.swap_remove(at);
+            return Some(item.frame.clone());
+        }
+        let room = &mut self.rooms[at];
         if item.offset != 0 {
             if item.offset <= room.delivered {
                 return None;
@@ -256,9 +276,22 @@ impl Connection {
         .await
     }
 
+    /// A drain asked this client to reconnect after `delay`: tells it,
+    /// and closes the connection [`DRAIN_LINGER`] after that.
+    async fn reconnect_after(&mut self, delay: Duration) -> Result<(), End> {
+        self.reply(&ServerFrame::Reconnect {
+            reason: ReconnectReason::Shutdown,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await?;
+        self.leave_by = Some(Box::pin(tokio::time::sleep(delay + DRAIN_LINGER)));
+        Ok(())
+    }
+
     async fn shutting_down(&mut self) -> End {
         let frame = ServerFrame::Reconnect {
             reason: ReconnectReason::Shutdown,
+            delay_ms: 0,
         };
         match self.reply(&frame).await {
             Ok(()) => End::Close(CloseCode::ServiceRestart, "server shutting down"),
@@ -369,6 +402,7 @@ async fn timed(
 fn kick_reason(code: CloseCode) -> &'static str {
     match code {
         CloseCode::TryAgainLater => "too slow: reconnect and re-join with since",
+        CloseCode::PolicyViolation => "disconnected by an administrator",
         _ => "closed by the server",
     }
 }

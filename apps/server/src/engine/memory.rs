@@ -15,12 +15,13 @@
 //! and offset from the archive, so they continue.
 
 use super::{
-    new_epoch, Broker, EngineError, EngineEvent, LocalPresence, Position, PresenceStore,
-    Publication, Published, RoomsCursor, RoomsPage,
+    new_epoch, AdminBoard, Broker, EngineError, EngineEvent, LocalPresence, Position,
+    PresenceStore, Publication, Published, RoomsCursor, RoomsPage,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::archive::Archived;
 use async_trait::async_trait;
+use protocol::admin::{AdminAction, InstanceStatus};
 use protocol::{ChatMessage, RoomInfo, RoomName, User};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +44,20 @@ pub(crate) struct MemoryEngine {
     retention: Mutex<Duration>,
     /// Where every message is kept too, when configured.
     archive: Option<ArchiveWriter>,
+    /// The admin view's board: this one instance's heartbeat and the
+    /// actions posted (numbered from 1; the cursor is the last number).
+    board: Mutex<MemBoard>,
 }
+
+#[derive(Default)]
+struct MemBoard {
+    instances: HashMap<String, InstanceStatus>,
+    actions: VecDeque<(u64, AdminAction)>,
+    next: u64,
+}
+
+/// Admin actions a board keeps ([`AdminBoard::post_action`]).
+const KEPT_ACTIONS: usize = 1000;
 
 struct MemRoom {
     /// Serialises publishes of the room so that its events reach the channel
@@ -80,6 +94,7 @@ impl MemoryEngine {
             dedupe_window: Duration::from_secs(protocol::limits::DEDUPE_WINDOW_SECS),
             retention: Mutex::new(Duration::from_secs(30 * 24 * 3600)),
             archive: None,
+            board: Mutex::default(),
         }
     }
 
@@ -365,6 +380,52 @@ impl Broker for MemoryEngine {
 
     async fn reachable(&self) -> Result<(), EngineError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AdminBoard for MemoryEngine {
+    async fn heartbeat(&self, status: &InstanceStatus) -> Result<(), EngineError> {
+        let mut board = self.board.lock().expect("board lock");
+        board.instances.insert(status.id.clone(), status.clone());
+        Ok(())
+    }
+
+    async fn instances(&self, now_ms: i64) -> Result<Vec<InstanceStatus>, EngineError> {
+        let mut board = self.board.lock().expect("board lock");
+        let (fresh, stale) = super::fresh_instances(board.instances.values().cloned(), now_ms);
+        for id in stale {
+            board.instances.remove(&id);
+        }
+        Ok(fresh)
+    }
+
+    async fn post_action(&self, action: &AdminAction) -> Result<(), EngineError> {
+        let mut board = self.board.lock().expect("board lock");
+        board.next += 1;
+        let n = board.next;
+        board.actions.push_back((n, action.clone()));
+        if board.actions.len() > KEPT_ACTIONS {
+            board.actions.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn actions(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AdminAction>, String), EngineError> {
+        let board = self.board.lock().expect("board lock");
+        let Some(after) = cursor.and_then(|c| c.parse::<u64>().ok()) else {
+            return Ok((Vec::new(), board.next.to_string()));
+        };
+        let actions = board
+            .actions
+            .iter()
+            .filter(|(n, _)| *n > after)
+            .map(|(_, a)| a.clone())
+            .collect();
+        Ok((actions, board.next.to_string()))
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) mod redis;
 
 use crate::archive::Archive;
 use async_trait::async_trait;
+use protocol::admin::{AdminAction, InstanceStatus};
 use protocol::{ChatMessage, RoomInfo, RoomName, Since, User};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -242,6 +243,44 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// Whether the shared store takes writes from this instance (for
     /// `/readyz`): answering is not enough, a replica answers too.
     async fn reachable(&self) -> Result<(), EngineError>;
+}
+
+/// What the admin view shares between instances: each instance's
+/// heartbeat, and the actions every instance applies to its own
+/// connections. Object-safe: the admin task holds an `Arc<dyn AdminBoard>`.
+#[async_trait]
+pub(crate) trait AdminBoard: Send + Sync + 'static {
+    /// Writes this instance's status, replacing its previous one.
+    async fn heartbeat(&self, status: &InstanceStatus) -> Result<(), EngineError>;
+
+    /// Every instance whose heartbeat is at most
+    /// [`protocol::admin::STALE_AFTER_MS`] older than `now_ms`, by id; older
+    /// ones are removed.
+    async fn instances(&self, now_ms: i64) -> Result<Vec<InstanceStatus>, EngineError>;
+
+    /// Records `action` for every instance (the newest 1,000 are kept).
+    async fn post_action(&self, action: &AdminAction) -> Result<(), EngineError>;
+
+    /// The actions recorded after `cursor`, oldest first, and the cursor to
+    /// pass next. `None`: from now (no action, only the cursor). Actions
+    /// that do not parse are skipped and logged.
+    async fn actions(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AdminAction>, String), EngineError>;
+}
+
+/// [`AdminBoard::instances`]: the fresh ones of `all`, by id, and the ids
+/// of the stale ones.
+pub(crate) fn fresh_instances(
+    all: impl IntoIterator<Item = InstanceStatus>,
+    now_ms: i64,
+) -> (Vec<InstanceStatus>, Vec<String>) {
+    let (mut fresh, stale): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|s| now_ms - s.at_ms <= protocol::admin::STALE_AFTER_MS as i64);
+    fresh.sort_by(|a, b| a.id.cmp(&b.id));
+    (fresh, stale.into_iter().map(|s| s.id).collect())
 }
 
 /// The users one instance has connected in one room (for

@@ -121,6 +121,8 @@ pub(crate) struct Hub {
     stop: CancellationToken,
     /// This hub, for the catch-up tasks it spawns (they hold it weakly).
     me: Weak<Hub>,
+    /// Messages written to local members' outboxes since the start.
+    delivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hub {
@@ -145,7 +147,54 @@ impl Hub {
             tracker,
             stop,
             me: me.clone(),
+            delivered: Arc::default(),
         })
+    }
+
+    /// Messages written to local members' outboxes since the start.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rooms with a member on this instance.
+    pub(crate) fn local_rooms(&self) -> usize {
+        self.rooms.lock().expect("hub lock").len()
+    }
+
+    /// Every local member leaves `room` as if it had sent `leave`, and is
+    /// sent `left` (the admin view's "close a room"): its outbox gets the
+    /// frame with [`Outbound::CLOSES_ROOM`], so the connection forgets the
+    /// room too. Answers how many connections left.
+    pub(crate) async fn close_room(&self, room: &RoomName) -> usize {
+        let members: Vec<(ConnId, Arc<Outbox>, Arc<str>)> = {
+            let rooms = self.rooms.lock().expect("hub lock");
+            let Some(r) = rooms.get(room) else {
+                return 0;
+            };
+            r.members
+                .iter()
+                .map(|(conn, m)| (*conn, m.outbox.clone(), r.key.clone()))
+                .collect()
+        };
+        let frame = encode(&ServerFrame::Left {
+            room: room.as_str().to_owned(),
+        });
+        for (conn, outbox, key) in &members {
+            self.leave(room, *conn).await;
+            // Past capacity the member is kicked (1013) and loses the room
+            // anyway.
+            if outbox
+                .push(Arc::new(Outbound {
+                    room: key.clone(),
+                    offset: Outbound::CLOSES_ROOM,
+                    frame: frame.clone(),
+                }))
+                .is_err()
+            {
+                outbox.kick(protocol::CloseCode::TryAgainLater);
+            }
+        }
+        members.len()
     }
 
     pub(crate) fn engine_kind(&self) -> &'static str {
@@ -212,9 +261,9 @@ impl Hub {
         let user = member.user.clone();
         let (key, first_of_user, already) = {
             let mut rooms = self.rooms.lock().expect("hub lock");
-            let r = rooms
-                .entry(room.clone())
-                .or_insert_with(|| LocalRoom::new(Arc::from(room.as_str())));
+            let r = rooms.entry(room.clone()).or_insert_with(|| {
+                LocalRoom::new(Arc::from(room.as_str()), self.delivered.clone())
+            });
             let already = r.members.contains_key(&conn);
             let mut first_of_user = false;
             if !already {
@@ -426,6 +475,11 @@ impl Hub {
         limit: usize,
     ) -> Result<RoomsPage, EngineError> {
         self.store.rooms(after, limit).await
+    }
+
+    /// The room's latest offset (the admin view's message rates).
+    pub(crate) async fn latest_offset(&self, room: &RoomName) -> Result<u64, EngineError> {
+        Ok(self.broker.position(room).await?.offset)
     }
 
     /// Whether the shared store answers (`/readyz`).

@@ -114,6 +114,9 @@ pub(super) struct LocalRoom {
     /// Presence changes of the room handled so far (see
     /// [`super::Member::presence_from`]).
     pub(super) presence_seq: u64,
+    /// The hub's count of messages written to outboxes (the admin view's
+    /// deliveries/s), shared by every room of the hub.
+    pub(super) delivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The presence changes of a room within one window: each user once, in
@@ -147,8 +150,9 @@ impl PendingPresence {
 }
 
 impl LocalRoom {
-    pub(super) fn new(key: Arc<str>) -> LocalRoom {
+    pub(super) fn new(key: Arc<str>, delivered: Arc<std::sync::atomic::AtomicU64>) -> LocalRoom {
         LocalRoom {
+            delivered,
             key,
             members: HashMap::new(),
             users: HashMap::new(),
@@ -202,6 +206,10 @@ impl LocalRoom {
             frame: d.frame.clone(),
         });
         metrics::counter!(m::MESSAGES_DELIVERED).increment(self.members.len() as u64);
+        self.delivered.fetch_add(
+            self.members.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.fan_out(&item, None);
     }
 

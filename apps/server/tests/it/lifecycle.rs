@@ -29,11 +29,96 @@ async fn shutdown_asks_every_client_to_reconnect_then_run_returns() {
         assert_eq!(
             client.recv().await,
             ServerFrame::Reconnect {
-                reason: ReconnectReason::Shutdown
+                reason: ReconnectReason::Shutdown,
+                delay_ms: 0,
             }
         );
         assert_eq!(client.expect_close().await, 1012);
     }
+}
+
+/// A drain (PROTOCOL.md, "Drain"): from the signal `/readyz` answers 503
+/// while the instance still serves; after the drain delay each client gets
+/// `reconnect` with its own `delay_ms`, evenly over the window, and is
+/// still served; one that ignores its delay is closed with 1012 two seconds
+/// after it; once every client has left, `run` returns without waiting for
+/// the rest of the window.
+#[tokio::test]
+async fn a_drain_reports_not_ready_then_spreads_reconnects_over_its_window() {
+    const N: u64 = 8;
+    let mut cfg = Config::for_tests();
+    cfg.drain_delay = Duration::from_millis(600);
+    cfg.drain_window = Duration::from_secs(4);
+    cfg.shutdown_deadline = Duration::from_secs(60);
+    let (delay, window) = (cfg.drain_delay, cfg.drain_window);
+    let server = TestServer::start(cfg).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let mut client = server.login(&format!("user{i}")).await;
+        client.join(&format!("room-{i}")).await;
+        clients.push(client);
+    }
+    assert_eq!(server.get("/readyz").await, (200, "ready".to_owned()));
+
+    let signalled = Instant::now();
+    server.begin_stop();
+    assert_eq!(server.get("/readyz").await, (503, "draining".to_owned()));
+    clients[0].post("room-0", "during the drain delay").await;
+
+    let mut delays = Vec::new();
+    for client in &mut clients {
+        match client.recv().await {
+            ServerFrame::Reconnect {
+                reason: ReconnectReason::Shutdown,
+                delay_ms,
+            } => delays.push(delay_ms),
+            other => panic!("expected reconnect, got {other:?}"),
+        }
+    }
+    assert!(
+        signalled.elapsed() >= delay,
+        "clients were asked to reconnect before the drain delay ended"
+    );
+    let mut sorted = delays.clone();
+    sorted.sort_unstable();
+    let window_ms = window.as_millis() as u64;
+    let even: Vec<u64> = (0..N).map(|i| window_ms * i / N).collect();
+    assert!(
+        sorted
+            .iter()
+            .zip(&even)
+            .all(|(got, want)| got.abs_diff(*want) <= 1),
+        "delays {sorted:?} are not spread evenly over the window ({even:?})"
+    );
+
+    // Still served after the `reconnect`.
+    let last = delays
+        .iter()
+        .position(|&d| d == sorted[N as usize - 1])
+        .expect("a last");
+    clients[last]
+        .post(&format!("room-{last}"), "after the reconnect frame")
+        .await;
+
+    // The client whose delay is 0 ignores it: closed with 1012 2 s later.
+    let ignoring = delays.iter().position(|&d| d == 0).expect("a first");
+    let mut ignorer = clients.swap_remove(ignoring);
+    let waited = Instant::now();
+    assert_eq!(ignorer.expect_close().await, 1012);
+    assert!(
+        waited.elapsed() >= Duration::from_millis(1500),
+        "closed {:?} after its reconnect frame, before the 2 s linger",
+        waited.elapsed()
+    );
+    for client in clients {
+        client.close().await;
+    }
+    server.stop().await.expect("run returns Ok");
+    assert!(
+        signalled.elapsed() < delay + window,
+        "run waited out the window ({:?}) although every client had left",
+        signalled.elapsed()
+    );
 }
 
 #[tokio::test]

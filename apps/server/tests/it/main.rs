@@ -26,11 +26,17 @@
 //!   killed and failed over.
 //! - `faults`: Redis misbehaving (issue 19): restores from older snapshots,
 //!   failovers, silent drops, join bursts, old servers, skewed clocks.
+//! - `admin`: the admin view's API (issue 16): its token, the overview,
+//!   actions on one instance and across two.
+//! - `deploy_files`: the Grafana dashboard and the Kubernetes autoscaler in
+//!   `deploy/` query only metrics the server exports.
 
+mod admin;
 mod archive;
 mod chat;
 mod cluster;
 mod costs;
+mod deploy_files;
 mod edge;
 mod faults;
 mod lifecycle;

@@ -96,6 +96,11 @@ impl TestServer {
         }
     }
 
+    /// Signals the server to stop (its drain begins) without waiting.
+    pub(crate) fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Cancels the server and waits (bounded) for `run` to return.
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -163,8 +168,25 @@ impl Drop for TestServer {
 
 /// `GET path` on `addr` over a fresh TCP connection: (status, body).
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[]).await
+}
+
+/// `method path` (no body) with extra `headers` on `addr` over a fresh TCP
+/// connection: (status, body).
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read");

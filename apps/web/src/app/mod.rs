@@ -20,6 +20,7 @@
 // component that is not private, `#[component]` also emits a hidden twin
 // (`__Header`) as a `pub fn` spanned at the written visibility, so
 // `pub(super)` components would be flagged. The page uses them only here.
+pub mod admin;
 pub mod composer;
 pub mod header;
 pub mod members;
@@ -77,6 +78,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <p class="web-notfound">"Page not found."</p> }>
                 <Route path=path!("") view=ChatPage/>
+                <Route path=path!("admin") view=admin::AdminPage/>
             </Routes>
         </Router>
     }

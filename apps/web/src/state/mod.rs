@@ -61,6 +61,10 @@ pub struct Outcome {
     /// A refused join is to be tried again: call
     /// [`ChatState::retry_joins`] in this many milliseconds.
     pub retry_joins_in: Option<u64>,
+    /// A draining instance asked for a reconnect in this many
+    /// milliseconds (PROTOCOL.md, "Drain"): keep the socket until then,
+    /// then close it and reconnect at once, as after a 1012.
+    pub reconnect_in: Option<u64>,
 }
 
 /// A message for the user that is not part of a room's history.
@@ -178,7 +182,7 @@ impl ChatState {
                 return Outcome {
                     send: self.apply_welcome(user, token, server),
                     session_changed: true,
-                    retry_joins_in: None,
+                    ..Outcome::default()
                 };
             }
             ServerFrame::Joined {
@@ -221,7 +225,13 @@ impl ChatState {
                 Vec::new()
             }
             ServerFrame::Pong => Vec::new(),
-            ServerFrame::Reconnect { .. } => {
+            ServerFrame::Reconnect { delay_ms, .. } => {
+                if delay_ms > 0 {
+                    return Outcome {
+                        reconnect_in: Some(delay_ms),
+                        ..Outcome::default()
+                    };
+                }
                 self.last_error = Some("the server is restarting".to_owned());
                 Vec::new()
             }
@@ -237,8 +247,7 @@ impl ChatState {
         };
         Outcome {
             send,
-            session_changed: false,
-            retry_joins_in: None,
+            ..Outcome::default()
         }
     }
 

@@ -663,3 +663,31 @@ fn the_typing_line_keeps_names_apart_from_the_words() {
         Some("עדי is typing…")
     );
 }
+
+#[test]
+fn a_drains_reconnect_keeps_the_socket_until_its_delay_then_reconnects_at_once() {
+    let mut s = connected();
+    let outcome = s.apply(
+        ServerFrame::Reconnect {
+            reason: protocol::ReconnectReason::Shutdown,
+            delay_ms: 4200,
+        },
+        0,
+    );
+    assert_eq!(outcome.reconnect_in, Some(4200));
+    assert!(s.is_connected(), "the socket is used until the delay is up");
+    assert_eq!(s.last_error, None, "nothing to tell the user yet");
+    // At its turn the driver closes the socket as a 1012 would.
+    assert_eq!(s.apply_close(1012, 4200, 0.9), CloseAction::ReconnectIn(0));
+
+    // Without a delay the close follows; nothing is scheduled.
+    let mut s = connected();
+    let outcome = s.apply(
+        ServerFrame::Reconnect {
+            reason: protocol::ReconnectReason::Shutdown,
+            delay_ms: 0,
+        },
+        0,
+    );
+    assert_eq!(outcome.reconnect_in, None);
+}

@@ -285,6 +285,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
         ServerFrame::error(ErrorCode::BadFrame, "m", Some("c-17".to_owned())),
         ServerFrame::Reconnect {
             reason: ReconnectReason::Shutdown,
+            delay_ms: 0,
         },
     ];
     for frame in &frames {

@@ -334,6 +334,18 @@ fn reconnect() {
         r#"{"type":"reconnect","reason":"shutdown"}"#,
         ServerFrame::Reconnect {
             reason: ReconnectReason::Shutdown,
+            delay_ms: 0,
+        },
+    );
+}
+
+#[test]
+fn reconnect_spread_by_a_drain() {
+    assert_server_example(
+        r#"{"type":"reconnect","reason":"shutdown","delay_ms":4200}"#,
+        ServerFrame::Reconnect {
+            reason: ReconnectReason::Shutdown,
+            delay_ms: 4200,
         },
     );
 }

@@ -120,6 +120,7 @@ fn server_frames_ignore_unknown_fields() {
             r#"{"type":"reconnect","reason":"shutdown","after_ms":100}"#,
             ServerFrame::Reconnect {
                 reason: protocol::ReconnectReason::Shutdown,
+                delay_ms: 0,
             },
         ),
     ];

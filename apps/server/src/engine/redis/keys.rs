@@ -134,6 +134,16 @@ impl Keys {
         format!("{}:{{probe:{instance}}}:ch", self.prefix)
     }
 
+    /// Hash: instance id → its last heartbeat (the admin view, [`super::board`]).
+    pub(super) fn admin_instances(&self) -> String {
+        format!("{}:{{admin}}:instances", self.prefix)
+    }
+
+    /// Stream: admin actions for every instance (field `a`, JSON).
+    pub(super) fn admin_actions(&self) -> String {
+        format!("{}:{{admin}}:actions", self.prefix)
+    }
+
     /// The room of a channel name, if it is one of ours.
     pub(super) fn room_of_channel(&self, channel: &str) -> Option<RoomName> {
         let inner = channel

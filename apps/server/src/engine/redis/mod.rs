@@ -18,11 +18,14 @@
 //! | `P:{rooms:<p>}:count` | hash | room → members (the order entry to replace) |
 //! | `P:{archive:<p>}:dirty` | zset | room → when it was last marked as having messages to archive (ms), for the rooms of partition `p` (with `--database-url` only: [`archiver`]) |
 //! | `P:instance:{<id>}` | string | nonce of the process holding instance id `<id>` (`lua/instance.lua`), expires a presence TTL after its last renewal |
+//! | `P:{admin}:instances` | hash | instance id → its last heartbeat (JSON), for the admin view ([`board`]); stale entries are removed by readers |
+//! | `P:{admin}:actions` | stream | admin actions for every instance (field `a`, JSON), capped near 1,000 |
 //! | `P:{probe:<instance>}:s\|h\|x\|z\|d`, channel `…:ch` | one of each type | the readiness probe's writes (`lua/probe.lua`), expire a minute after the last probe |
 //!
-//! Nothing is global in one slot: every key above but the instance and
-//! probe keys is a room's or a rooms index partition's, so on a Redis
-//! Cluster the load spreads over the masters with the rooms.
+//! Nothing busy is global in one slot: every key above but the instance,
+//! admin and probe keys is a room's or a rooms index partition's, so on a
+//! Redis Cluster the load spreads over the masters with the rooms (the
+//! admin keys take one write per instance per second).
 //!
 //! By role: [`connections`] (the seeds, one Redis or a cluster, and the
 //! command connection), [`pubsub`] (the pub/sub task, which counts
@@ -39,6 +42,7 @@
 //! delivery (the hub repairs gaps through [`crate::engine::Broker::range`]).
 
 mod archiver;
+mod board;
 mod broker;
 mod connections;
 mod keys;
