@@ -368,6 +368,7 @@ scenario('the admin page asks for its token, then shows instances and rooms and 
   await until('dora to be in the member list', async () =>
     (await dora.page.locator('#members .web-member').count()) === 1);
   const doraId = await dora.page.locator('#members .web-member').first().getAttribute('data-user');
+  await send(dora, 'hello, admin');
 
   const browser = await launch();
   const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
@@ -401,10 +402,14 @@ scenario('the admin page asks for its token, then shows instances and rooms and 
   const connections = await page.locator(`#admin-instances tr[data-instance="${b.id}"] td`).nth(3).textContent();
   assert.equal(connections, '1', `${b.id} serves dora's one connection`);
   const room = page.locator('#admin-rooms tr[data-room="general"] td');
-  await until('general to show one member', async () => (await room.nth(1).textContent()) === '1');
-  await until('the chart to draw a line per instance', async () =>
-    (await page.locator('#admin-chart polyline').count()) === 2);
-  await screenshot(path.join(ARTIFACTS, 'admin.png'), [admin]);
+  await until('general to show one member and one message', async () =>
+    (await room.nth(1).textContent()) === '1' && (await room.nth(2).textContent()) === '1');
+  await until('the chart to draw a line of 3 reads per instance', async () => {
+    const lines = await page.locator('#admin-chart polyline').evaluateAll((ls) =>
+      ls.map((l) => l.getAttribute('points').split(' ').length));
+    return lines.length === 2 && lines.every((n) => n >= 3);
+  });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'admin.png'), fullPage: true });
 
   // Disconnect dora (on the other instance): her page goes offline.
   await page.locator('#admin-user').fill(doraId);

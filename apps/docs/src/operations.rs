@@ -1,6 +1,7 @@
 //! The operations page: running a cluster, managed Redis over TLS, health
 //! and readiness, metrics (names passed in by the server), graceful
-//! restarts, scaling out, the archive and Redis Cluster (sharded pub/sub, the rooms
+//! restarts (the drain), the admin view, Kubernetes, traces and dashboards,
+//! scaling out, the archive and Redis Cluster (sharded pub/sub, the rooms
 //! index partitions, resharding and failover).
 
 use crate::pages::{link, rich_text, PageId};
@@ -28,7 +29,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <li>{rich_text("For strict durability of acknowledged messages across a Redis crash, run Redis with `appendonly yes` and `appendfsync always`.")}</li>
             <li>{rich_text("An instance starts while Redis is down and reports not ready until it can reach it.")}</li>
             <li>{rich_text("Oldest server: Redis 5.0 (streams). The tests run the engine on Redis 5.0.6 as well as 7.0, so every 6.0 a managed service still offers works; an older server makes every command (and `/readyz`) answer `Redis 4.x found; the chat needs Redis 5.0 or newer`.")}</li>
-            <li>{rich_text("An ACL user needs, on the keys and channels under `REDIS_KEY_PREFIX`: `evalsha`, `script`, `xrange`, `xrevrange`, `zrangebyscore`, `zrangebylex`, `zcount`, `publish`, `subscribe`, `unsubscribe`, `ping`, `time`, `info` (optional: it checks the version), and inside the scripts `get`, `set`, `del`, `hget`, `hset`, `hsetnx`, `hmget`, `hincrby`, `hdel`, `hvals`, `xadd`, `zadd`, `zscore`, `zrem`, `zrangebyscore`, `zremrangebyscore`, `pexpire`, `pexpireat`, `time`, `publish`. `/readyz` runs each of them (`lua/probe.lua`), so a missing one makes the instance not ready, and the log names it. With an archive (`--database-url`) also `zadd`, `zrange`, `xreadgroup`, `xpending`, and inside the scripts `exists`, `hexists`, `xtrim`, `xgroup`, `xpending`, `xclaim`, `xack`, `zrange` (checked by `/readyz` too).")}</li>
+            <li>{rich_text("An ACL user needs, on the keys and channels under `REDIS_KEY_PREFIX`: `evalsha`, `script`, `xrange`, `xrevrange`, `zrangebyscore`, `zrangebylex`, `zcount`, `publish`, `subscribe`, `unsubscribe`, `ping`, `time`, `info` (optional: it checks the version), and inside the scripts `get`, `set`, `del`, `hget`, `hset`, `hsetnx`, `hmget`, `hincrby`, `hdel`, `hvals`, `xadd`, `zadd`, `zscore`, `zrem`, `zrangebyscore`, `zremrangebyscore`, `pexpire`, `pexpireat`, `time`, `publish`. `/readyz` runs each of them (`lua/probe.lua`), so a missing one makes the instance not ready, and the log names it. With an archive (`--database-url`) also `zadd`, `zrange`, `xreadgroup`, `xpending`, and inside the scripts `exists`, `hexists`, `xtrim`, `xgroup`, `xpending`, `xclaim`, `xack`, `zrange` (checked by `/readyz` too). The admin view's heartbeats and actions use `hset`, `hgetall`, `hdel`, `xadd`, `xread` and `xrevrange` on `<prefix>:{admin}:…` (not checked by `/readyz`: a missing one only stops the admin view, and the log says so).")}</li>
         </ul>
         <h2 id="faults">"When Redis misbehaves"</h2>
         <ul>
@@ -42,7 +43,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
             <thead><tr><th>"path"</th><th>"answers"</th><th>"use it for"</th></tr></thead>
             <tbody>
                 <tr><td><code>"/healthz"</code></td><td>"200 " <code>"ok"</code> " while the process serves HTTP"</td><td>"liveness: restart the process if it fails"</td></tr>
-                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes every kind of write this instance makes (a Redis replica answers but refuses them; an ACL user may lack one) and its pub/sub connection is up, else 503 with the reason"</td><td>"readiness: send traffic only to ready instances"</td></tr>
+                <tr><td><code>"/readyz"</code></td><td>"200 " <code>"ready"</code> " when the engine takes every kind of write this instance makes (a Redis replica answers but refuses them; an ACL user may lack one) and its pub/sub connection is up, else 503 with the reason (" <code>"draining"</code> " from a SIGTERM on)"</td><td>"readiness: send traffic only to ready instances"</td></tr>
                 <tr><td><code>"/metrics"</code></td><td>"Prometheus text format, every series with its " <code>"# HELP"</code> " and " <code>"# TYPE"</code> "; the chat's metrics (below) and the process's own (" <code>"process_cpu_seconds_total"</code> ", " <code>"process_resident_memory_bytes"</code> ", open file descriptors, threads)"</td><td>"scraping (below)"</td></tr>
             </tbody>
         </table>
@@ -60,10 +61,26 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
                     .collect_view()}
             </tbody>
         </table>
-        <h2 id="restarts">"Graceful restarts"</h2>
+        <h2 id="restarts">"Graceful restarts: the drain"</h2>
         <p>
-            {rich_text("On SIGTERM or SIGINT an instance stops accepting connections, sends every client `{\"type\":\"reconnect\",\"reason\":\"shutdown\"}` and closes it with 1012. Clients reconnect at once to another instance (the load balancer picks one) and re-join their rooms with `since`, so nothing is lost; unacknowledged sends are resent with the same client id and deduplicated. The instance exits within `--shutdown-deadline-ms`. Roll a deployment one instance at a time.")}
+            {rich_text("On SIGTERM or SIGINT an instance drains. `/readyz` answers 503 `draining` at once while the instance keeps serving for `--drain-delay-ms` (time for the load balancer, or Kubernetes' endpoints, to stop sending it new connections). Then it asks its clients to reconnect spread over `--drain-window-ms`: each gets `{\"type\":\"reconnect\",\"reason\":\"shutdown\",\"delay_ms\":…}` with its own delay, evenly over the window in random order, keeps using its connection until then, and reconnects at its turn (to another instance) re-joining its rooms with `since`, so nothing is lost and the instances left take the clients a few at a time instead of all at once. A client still connected 2 s after its turn is closed with 1012; one that arrives meanwhile is closed at once. The instance then exits within `--shutdown-deadline-ms`. With both at 0 (the defaults, for `make run`) every client is told at once, as in protocol v1. Give the orchestrator a grace period longer than delay + window + 2 s + the deadline; the Kubernetes manifests below set 5 s, 10 s and 10 s within 40 s. Roll a deployment one instance at a time. `make bench-avalanche` measures it: 5,000 clients leaving one of two instances, with and without a window.")}
         </p>
+        <h2 id="admin">"The admin view"</h2>
+        <ul>
+            <li>{rich_text("`--admin-token` (`ADMIN_TOKEN`, at least 16 characters) turns on `/admin`, a page that signs in with that token (kept in the tab's session storage) and shows every instance (id, version, uptime, connections, rooms, deliveries/s, ready or not), a live chart of deliveries/s per instance, and the busiest rooms with their members and messages/s. It can disconnect a user (every connection of that user id, on every instance, is closed with 1008: the web client stops and says so) and close a room (every member leaves it and gets `left`; its history stays and it can be joined again). Off without the token: `/admin/api/…` answers 404.")}</li>
+            <li>{rich_text("Each instance writes a heartbeat to the shared store every second (`<prefix>:{admin}:instances`; in memory with the in-process engine) and applies the actions posted since its last beat (`<prefix>:{admin}:actions`, a stream of the last 1,000), so an action reaches every instance within about a second. An instance silent for 5 s leaves the list.")}</li>
+            <li>{rich_text("The same JSON for scripts: `curl -H \"Authorization: Bearer $ADMIN_TOKEN\" https://chat.example.com/admin/api/overview`; `POST /admin/api/users/<user id>/disconnect`; `POST /admin/api/rooms/<room>/close`. A wrong or missing token is answered 401; the token is compared in constant time and never logged.")}</li>
+        </ul>
+        <h2 id="kubernetes">"Kubernetes"</h2>
+        <p>
+            {rich_text("`deploy/k8s/` holds a Deployment (readiness on `/readyz`, liveness on `/healthz`, the drain's settings and a grace period that covers them, `INSTANCE_ID` from the pod name, a non-root read-only container), a Service, a PodDisruptionBudget (one pod down at a time), a HorizontalPodAutoscaler on connections per pod (`chat_connections`, which needs a custom-metrics adapter such as prometheus-adapter), a Secret to fill (`SESSION_SECRET`, `ADMIN_TOKEN`) and a demo Valkey without persistence (use a managed one over `rediss://` in production). `kubectl apply -k deploy/k8s` applies them; `make k8s-check` (part of `make test`) validates them against the Kubernetes API's schemas offline. No `preStop` hook is needed: the server drains itself on SIGTERM.")}
+        </p>
+        <h2 id="traces">"Traces and dashboards"</h2>
+        <ul>
+            <li>{rich_text("`--otlp-endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`, an `http://` OpenTelemetry Collector such as `http://otel-collector:4318`) exports traces over OTLP/HTTP (protobuf, in batches): a `conn` span per WebSocket, `join` and `publish` spans per frame, and a `deliver` span on every instance that delivers a message, the child of its `publish` span on the sender's instance (the trace context travels with the message through Redis), so one trace follows a message across the cluster. Spans name their service `chat-server` and their instance `service.instance.id`. Off, none of this costs anything.")}</li>
+            <li>{rich_text("`--log-format json` writes one JSON object per line for log collectors.")}</li>
+            <li>{rich_text("`deploy/grafana/chat-dashboard.json` is a Grafana dashboard built on the metric names below (connections, deliveries/s, publish latency, trouble counters, the archive, CPU and memory per instance, CPU per delivery); import it and pick the Prometheus data source.")}</li>
+        </ul>
         <h2 id="scaling">"Scaling out"</h2>
         <ul>
             <li>{rich_text("Add instances with the same `REDIS_URL`, `REDIS_KEY_PREFIX` and `SESSION_SECRET`, and register them with the load balancer once `/readyz` answers 200.")}</li>
@@ -90,7 +107,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
         </p>
         <ul>
             <li>{rich_text("One slot per room: Every key and the channel of a room share the hash tag `{room}`, so a room lives in one slot on one master: its epoch and offset, its stream, its dedupe keys, its presence and its shard channel. Publishing stays one atomic Lua script in that slot, and fans out with `SPUBLISH`: a message goes only to the master that owns the room and, from it, only to the instances with members there.")}</li>
-            <li>{rich_text("Nothing global in one slot: The active-rooms index is 16 partitions (`{rooms:0}` … `{rooms:15}`, a room in the partition its name hashes to), spread over the masters; a `rooms` page reads one `ZRANGEBYLEX` from each and merges them. The only other keys outside rooms are each instance's own (its id claim and its readiness probe).")}</li>
+            <li>{rich_text("Nothing global in one slot: The active-rooms index is 16 partitions (`{rooms:0}` … `{rooms:15}`, a room in the partition its name hashes to), spread over the masters; a `rooms` page reads one `ZRANGEBYLEX` from each and merges them. The only other keys outside rooms are each instance's own (its id claim and its readiness probe) and the admin view's two (one write per instance per second).")}</li>
             <li>{rich_text("Connections: Commands go through the redis crate's cluster client (one connection per node; `MOVED` and `ASK` followed, the slot map re-read on a redirect or a failed node). Subscriptions take one RESP3 connection per master, made when a channel it owns is first needed.")}</li>
             <li>{rich_text("Resharding: When a slot moves, its old master drops the shard channels of that slot (an unrequested `sunsubscribe`); the instance subscribes them on the new owner and the rooms catch up from their streams before anything newer, so a reshard under traffic loses and doubles nothing.")}</li>
             <li>{rich_text("A failed master: Run every node with `cluster-require-full-coverage no`: the rooms on the other masters are then served throughout, while the failed master's rooms answer `unavailable` (clients retry) until its replica is promoted, `cluster-node-timeout` later. Messages the master acknowledged but had not yet replicated are lost with it; the first instance to see an offset go back gives the room a new epoch and members re-join with `recovered: false`, never with a silent gap. With `min-replicas-to-write 1` a master refuses writes no replica has.")}</li>

@@ -50,30 +50,42 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Rou
 }
 
 /// Writes this instance's heartbeat every [`HEARTBEAT_MS`] and applies the
-/// actions posted since the last one, until `stop`. A failed write or read
-/// is logged and tried again at the next beat.
+/// actions posted since the last one, until `stop`. A failed beat is tried
+/// again at the next one; the first failure after a success is logged as a
+/// warning (an ACL user may lack the board's commands), the recovery too.
 pub(crate) async fn heartbeat(admin: Arc<Admin>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut cursor: Option<String> = None;
     let mut last = (Instant::now(), admin.ctx.hub.delivered());
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
         let status = admin.status(&mut last).await;
-        if let Err(e) = admin.board.heartbeat(&status).await {
-            tracing::debug!(error = %e, "heartbeat not written");
-        }
-        match admin.board.actions(cursor.as_deref()).await {
+        let beat = match admin.board.heartbeat(&status).await {
+            Ok(()) => admin.board.actions(cursor.as_deref()).await,
+            Err(e) => Err(e),
+        };
+        match beat {
             Ok((actions, next)) => {
                 for action in &actions {
                     admin.apply(action).await;
                 }
                 cursor = Some(next);
+                if failing {
+                    tracing::info!("admin heartbeat written again");
+                }
+                failing = false;
             }
-            Err(e) => tracing::debug!(error = %e, "admin actions not read"),
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "admin heartbeat failed: the admin view misses this instance and its actions until it works");
+                }
+                failing = true;
+            }
         }
     }
 }

@@ -332,6 +332,13 @@ pub struct Args {
     /// `message` and the current `span`: for log collectors).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Export traces (spans `conn`, `join`, `publish`, `deliver`) over
+    /// OTLP/HTTP protobuf to this OpenTelemetry Collector, e.g.
+    /// `http://otel-collector:4318` (`/v1/traces` is appended). Off when
+    /// unset. The standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `--log-format`.

@@ -14,6 +14,7 @@
 //! - `archive`: every message kept in SQLite or PostgreSQL behind the
 //!   engine's hot store.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`telemetry`]: OpenTelemetry traces over OTLP (`--otlp-endpoint`).
 //! - `admin`: the admin view's routes, instance heartbeats and actions.
 //!
 //! Dependencies point one way: http → admin → connection, http → ws, connection → hub → outbox,
@@ -35,6 +36,7 @@ pub mod metrics;
 mod outbox;
 mod serve;
 mod session;
+pub mod telemetry;
 mod ws;
 
 use crate::config::Config;

@@ -6,29 +6,57 @@ use clap::Parser;
 use server::config::{Args, LogFormat};
 use std::io::IsTerminal as _;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?);
-    match args.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
-        LogFormat::Json => logs
+    let filter = EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?;
+    let (log_format, otlp_endpoint) = (args.log_format, args.otlp_endpoint.clone());
+    let config = args.validate()?;
+    let logs = match log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
-    let config = args.validate()?;
+            .boxed(),
+    };
+    // Traces take this server's own spans whatever the log level says.
+    let (traces, provider) = match otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let (layer, provider) = server::telemetry::otlp(endpoint, &config.instance_id)
+                .context("--otlp-endpoint / OTEL_EXPORTER_OTLP_ENDPOINT")?;
+            let ours = Targets::new().with_target("server", LevelFilter::INFO);
+            (Some(layer.with_filter(ours)), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .init();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    server::run(config, listener, shutdown).await
+    let result = server::run(config, listener, shutdown).await;
+    // What is still batched is sent before the process ends (the SDK's
+    // batch thread; blocking, so off the runtime's workers).
+    if let Some(provider) = provider {
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "traces not all exported at shutdown");
+        }
+    }
+    result
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

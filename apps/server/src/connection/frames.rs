@@ -7,6 +7,7 @@ use crate::codec::{self, DecodeError, Decoded};
 use crate::engine::{now_ms, Publication, RoomsCursor};
 use crate::hub::Member;
 use crate::metrics as m;
+use crate::telemetry;
 use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, ROOMS_PAGE_MAX};
 use protocol::{
     Body, ChatMessage, ClientFrame, ClientId, CloseCode, ErrorCode, RoomName, ServerFrame, Since,
@@ -14,6 +15,7 @@ use protocol::{
 };
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::{self as tungstenite, Message};
+use tracing::Instrument as _;
 
 impl Connection {
     /// One message read from the socket: a frame to act on, a control
@@ -71,9 +73,15 @@ impl Connection {
                 self.error(ErrorCode::BadFrame, "hello was already said", None)
                     .await
             }
-            ClientFrame::Join { room, since } => self.join(&room, since).await,
+            ClientFrame::Join { room, since } => {
+                let span = telemetry::frame_span("join", &room);
+                self.join(&room, since).instrument(span).await
+            }
             ClientFrame::Leave { room } => self.leave(&room).await,
-            ClientFrame::Send { room, id, body } => self.send(&room, id, &body).await,
+            ClientFrame::Send { room, id, body } => {
+                let span = telemetry::frame_span("publish", &room);
+                self.send(&room, id, &body).instrument(span).await
+            }
             ClientFrame::History {
                 room,
                 before,
@@ -246,6 +254,7 @@ impl Connection {
             from: User::clone(self.user()),
             body: body.into_string(),
             ts: now_ms(),
+            trace: telemetry::traceparent(),
         };
         let started = Instant::now();
         match self.ctx.hub.publish(&name, msg).await {

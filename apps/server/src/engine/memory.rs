@@ -215,6 +215,7 @@ impl Broker for MemoryEngine {
         msg: Publication,
         seen: Option<&Position>,
     ) -> Result<Published, EngineError> {
+        let trace = msg.trace.clone();
         let r = self.room(room).await?;
         let _order = r.publish.lock().await;
         let mut new_epoch_of = None;
@@ -286,6 +287,7 @@ impl Broker for MemoryEngine {
             room: room.clone(),
             epoch: epoch.clone(),
             message,
+            trace,
         })
         .await?;
         Ok(Published {

@@ -41,6 +41,11 @@ pub(crate) struct Publication {
     pub(crate) body: String,
     /// Milliseconds since the Unix epoch, from the publishing instance.
     pub(crate) ts: i64,
+    /// The W3C `traceparent` of the `publish` span, when the publishing
+    /// instance exports traces ([`crate::telemetry`]): every instance's
+    /// `deliver` span is its child. Never sent to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace: Option<String>,
 }
 
 impl Publication {
@@ -83,6 +88,8 @@ pub(crate) enum EngineEvent {
         room: RoomName,
         epoch: Arc<str>,
         message: ChatMessage,
+        /// [`Publication::trace`].
+        trace: Option<String>,
     },
     /// Someone is typing (ephemeral, never stored).
     Typing { room: RoomName, user: User },

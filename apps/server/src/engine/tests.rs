@@ -28,6 +28,7 @@ async fn engine_with(n: u64, cap: usize) -> (MemoryEngine, RoomName, Arc<str>, E
             },
             body: format!("{i}"),
             ts: 0,
+            trace: None,
         };
         engine.publish(&room, msg, None).await.unwrap();
     }

@@ -569,7 +569,13 @@ impl Hub {
                 room,
                 epoch,
                 message,
-            } => self.on_stored(&room, epoch, message),
+                trace,
+            } => {
+                let span =
+                    crate::telemetry::deliver_span(trace.as_deref(), room.as_str(), message.offset);
+                let _entered = span.enter();
+                self.on_stored(&room, epoch, message)
+            }
             EngineEvent::Typing { room, user } => {
                 let frame = ServerFrame::Typing {
                     room: room.as_str().to_owned(),

@@ -194,6 +194,7 @@ impl Rig {
                 from: from.clone(),
                 body: format!("body {i}"),
                 ts: 0,
+                trace: None,
             };
             self.hub.publish(&room(name), msg).await.expect("publish");
         }
@@ -249,6 +250,7 @@ fn frames(outbox: &Outbox) -> Vec<String> {
 
 fn message_event(name: &str, epoch: &str, offset: u64) -> EngineEvent {
     EngineEvent::Message {
+        trace: None,
         room: room(name),
         epoch: Arc::from(epoch),
         message: ChatMessage {
@@ -405,6 +407,7 @@ async fn publish_unseen(rig: &Rig, body: &str) -> Published {
         from: User::clone(&user("u_other")),
         body: body.into(),
         ts: 0,
+        trace: None,
     };
     rig.broker
         .inner
@@ -752,6 +755,7 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
             from: sender.clone(),
             body: "b".into(),
             ts: 0,
+            trace: None,
         };
         memory.publish(&room("lobby"), msg, None).await.unwrap();
     }

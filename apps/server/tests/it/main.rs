@@ -28,6 +28,8 @@
 //!   failovers, silent drops, join bursts, old servers, skewed clocks.
 //! - `admin`: the admin view's API (issue 16): its token, the overview,
 //!   actions on one instance and across two.
+//! - `traces`: OpenTelemetry traces exported over OTLP by two instances,
+//!   one trace per message across them.
 //! - `deploy_files`: the Grafana dashboard and the Kubernetes autoscaler in
 //!   `deploy/` query only metrics the server exports.
 
@@ -44,4 +46,5 @@ mod limits;
 mod procs;
 mod redis_cluster;
 mod support;
+mod traces;
 mod transport;

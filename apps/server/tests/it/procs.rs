@@ -806,6 +806,22 @@ impl ServerProc {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// SIGTERM, as an orchestrator stops an instance, and waits (bounded)
+    /// for the process to exit after its drain and shutdown.
+    pub(crate) async fn terminate(&mut self) {
+        let pid = self.child.id().expect("the server runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}");
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server exits after SIGTERM")
+            .expect("wait");
+    }
+
     /// `kill -9`: no goodbye to anyone.
     pub(crate) async fn kill9(&mut self) {
         self.child.start_kill().expect("kill");

@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// Points of the live chart (one per overview read: a minute).
 const CHART_POINTS: usize = 60;
 
+/// Line colours of the chart, by instance (in id order), as hues.
+const HUES: [u32; 6] = [232, 150, 20, 290, 45, 190];
+
 /// What the page holds between reads.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct AdminView {
@@ -73,9 +76,14 @@ pub fn AdminPage() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
     let draft = RwSignal::new(String::new());
+    // False while rendering on the server and until hydration: the form
+    // appears only then, so a token typed early is never submitted as a
+    // plain GET (into the URL).
+    let booted = RwSignal::new(false);
 
     // In the browser: the stored token, then a read every second.
     Effect::new(move |_| {
+        booted.set(true);
         if let Some(t) = platform::admin_token() {
             token.set(Some(t));
         }
@@ -124,13 +132,17 @@ pub fn AdminPage() -> impl IntoView {
             <Show
                 when=move || token.with(Option::is_some)
                 fallback=move || view! {
-                    <form id="admin-sign-in" class="admin-sign-in" on:submit=sign_in>
+                    <Show when=move || booted.get() fallback=|| view! { <p class="admin-muted">"Loading…"</p> }>
+                    <form id="admin-sign-in" class="admin-sign-in" method="post" on:submit=sign_in>
+                        // For password managers: the token is the password of "admin".
+                        <input type="text" name="username" value="admin" autocomplete="username" hidden/>
                         <label for="admin-token">"Admin token"</label>
                         <input id="admin-token" class="ui-input" type="password" autocomplete="current-password"
                             prop:value=move || draft.get()
                             on:input=move |ev| draft.set(event_target_value(&ev))/>
                         <button class="ui-button" type="submit">"Sign in"</button>
                     </form>
+                    </Show>
                 }
             >
                 <Dashboard view_state token notice/>
@@ -245,8 +257,8 @@ fn Dashboard(
             <h2>"Instances"</h2>
             <table id="admin-instances" class="admin-table">
                 <thead><tr>
-                    <th>"instance"</th><th>"version"</th><th>"up"</th><th>"connections"</th>
-                    <th>"rooms"</th><th>"deliveries/s"</th><th>"ready"</th>
+                    <th>"instance"</th><th>"version"</th><th>"up"</th><th class="admin-num">"connections"</th>
+                    <th class="admin-num">"rooms"</th><th class="admin-num">"deliveries/s"</th><th>"ready"</th>
                 </tr></thead>
                 <tbody>
                     <For each=move || instances.get() key=|i| (i.id.clone(), i.at_ms) let:i>
@@ -262,7 +274,7 @@ fn Dashboard(
         <section class="admin-section">
             <h2>"Rooms"</h2>
             <table id="admin-rooms" class="admin-table">
-                <thead><tr><th>"room"</th><th>"members"</th><th>"offset"</th><th>"messages/s"</th><th></th></tr></thead>
+                <thead><tr><th>"room"</th><th class="admin-num">"members"</th><th class="admin-num">"offset"</th><th class="admin-num">"messages/s"</th><th></th></tr></thead>
                 <tbody>
                     <For each=move || rooms.get() key=|(r, rate)| (r.clone(), rate.map(f64::to_bits)) let:((room, rate))>
                         <RoomRow room rate on_close=move |name: String| act(
@@ -339,21 +351,34 @@ fn Chart(view_state: RwSignal<AdminView>) -> impl IntoView {
             let ids: std::collections::BTreeSet<&String> =
                 v.chart.iter().flat_map(|p| p.keys()).collect();
             let step = W / (CHART_POINTS - 1) as f64;
-            let lines: Vec<(String, String, String)> = ids
+            // The newest read at the right edge.
+            let first = CHART_POINTS - v.chart.len();
+            let lines: Vec<(String, String, String, u32)> = ids
                 .into_iter()
-                .map(|id| {
+                .enumerate()
+                .map(|(n, id)| {
                     let points = v
                         .chart
                         .iter()
                         .enumerate()
                         .filter_map(|(x, p)| {
                             p.get(id).map(|y| {
-                                format!("{:.1},{:.1}", x as f64 * step, H - y / top * (H - 4.0))
+                                // 0 on a visible baseline 2 units above the edge.
+                                format!(
+                                    "{:.1},{:.1}",
+                                    (first + x) as f64 * step,
+                                    H - 2.0 - y / top * (H - 8.0)
+                                )
                             })
                         })
                         .collect::<Vec<_>>()
                         .join(" ");
-                    (id.clone(), points, format!("{id} (scale: {top:.0}/s)"))
+                    (
+                        id.clone(),
+                        points,
+                        format!("{id} (scale: {top:.0}/s)"),
+                        HUES[n % HUES.len()],
+                    )
                 })
                 .collect();
             lines
@@ -364,12 +389,12 @@ fn Chart(view_state: RwSignal<AdminView>) -> impl IntoView {
             aria-label="Deliveries per second per instance">
             <For each=move || lines.get() key=|l| l.clone() let:line>
                 <polyline data-instance=line.0.clone() points=line.1
-                    style=format!("stroke: hsl({}, 70%, 50%)", ui::hue(&line.0))/>
+                    style=format!("stroke: hsl({}, 70%, 50%)", line.3)/>
             </For>
         </svg>
         <ul class="admin-legend">
             <For each=move || lines.get() key=|l| l.clone() let:line>
-                <li style=format!("color: hsl({}, 70%, 45%)", ui::hue(&line.0))>
+                <li style=format!("color: hsl({}, 70%, 45%)", line.3)>
                     {line.2.clone()}
                 </li>
             </For>

@@ -211,6 +211,7 @@ pub(super) fn receive(tail: Option<&Tail>, room: RoomName, payload: &str) -> Opt
                 room,
                 epoch,
                 message,
+                ..
             }),
             Some(tail),
         ) => tail.record(room, epoch, message.clone()),

@@ -259,8 +259,9 @@ fn parse_payload(room: RoomName, payload: &str) -> Option<EngineEvent> {
             let (epoch, rest) = rest.split_once(' ')?;
             let (offset, json) = rest.split_once(' ')?;
             let offset: u64 = offset.parse().ok()?;
-            let publication: Publication = serde_json::from_str(json).ok()?;
+            let mut publication: Publication = serde_json::from_str(json).ok()?;
             Some(EngineEvent::Message {
+                trace: publication.trace.take(),
                 message: publication.into_message(&room, offset),
                 room,
                 epoch: Arc::from(epoch),
