@@ -9,6 +9,23 @@ use serde_json::Value;
 /// The committed results of the last `make bench`.
 pub const RESULTS_JSON: &str = include_str!("../../../bench/results.json");
 
+/// The drain's runs (`scripts/avalanche.sh`, the end of `make bench`): one
+/// JSON line per run.
+pub const AVALANCHE_JSON: &str = include_str!("../../../bench/avalanche.json");
+
+/// The runs of [`AVALANCHE_JSON`], in file order.
+fn avalanche_runs() -> Vec<BenchRun> {
+    AVALANCHE_JSON
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| BenchRun {
+            label: v["label"].as_str().unwrap_or("unlabelled run").to_owned(),
+            mode: "avalanche".to_owned(),
+            fields: v,
+        })
+        .collect()
+}
+
 /// One run of the load generator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchRun {
@@ -205,6 +222,16 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             ("reconnects", |r| fmt(r.num("reconnects"))),
             ("replay p50 ms", |r| fmt(r.fields["replay_ms"]["p50"].as_f64())),
             ("replay p99 ms", |r| fmt(r.fields["replay_ms"]["p99"].as_f64())),
+        ])}
+        <h2 id="avalanche">"Drain: a reconnect avalanche and its spread"</h2>
+        <p>"5,000 clients on one of two instances, one sender per room on the other at 1 message/s; the first gets SIGTERM and its clients move to the second, all told at once (drain window 0) or spread over a 10 s window. Delivered % counts every message sent during the whole run at every receiver; the replay is a reconnect up to its joined; the survivor's CPU is sampled every 0.5 s (the load generator shares the machine's cores). From " <code>"make bench-avalanche"</code> " (" <code>"bench/avalanche.json"</code> ")."</p>
+        {runs_table(&avalanche_runs(), &[
+            ("drain window ms", |r| fmt(r.num("drain_window_ms"))),
+            ("all back s", |r| fmt(r.num("all_back_s"))),
+            ("delivered %", |r| fmt(r.num("delivered_pct"))),
+            ("duplicates", |r| fmt(r.num("duplicates"))),
+            ("replay p99 ms", |r| fmt(r.fields["replay_ms"]["p99"].as_f64())),
+            ("survivor CPU peak %", |r| fmt(r.fields["survivor_cpu_pct"]["peak"].as_f64())),
         ])}
     }
 }

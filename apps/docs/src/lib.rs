@@ -284,5 +284,15 @@ mod tests {
         assert!(html.contains("<svg"));
         let commit = bench_meta()["commit"].as_str().expect("commit").to_owned();
         assert!(html.contains(&commit), "the page names the measured commit");
+        // The drain's runs, from their own file.
+        let avalanche: Vec<serde_json::Value> = bench::AVALANCHE_JSON
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("avalanche run parses"))
+            .collect();
+        assert!(avalanche.len() >= 2, "with and without a drain window");
+        for run in &avalanche {
+            let label = run["label"].as_str().expect("label");
+            assert!(html.contains(&pages::escape(label)), "{label}");
+        }
     }
 }

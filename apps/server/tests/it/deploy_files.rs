@@ -147,3 +147,31 @@ fn the_autoscaler_scales_on_a_metric_the_server_exports() {
         .collect();
     assert_eq!(names, [metrics::CONNECTIONS]);
 }
+
+/// Every environment variable the Deployment sets is one the server reads
+/// (a flag's `env`), or one the manifest itself uses in another value: a
+/// misspelt or removed variable would be ignored without a word.
+#[test]
+fn the_deployment_sets_only_variables_the_server_reads() {
+    use clap::CommandFactory as _;
+    let command = server::config::Args::command();
+    let known: BTreeSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let manifest = deploy_file("k8s/chat-deployment.yaml");
+    let set: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(set.len() >= 8, "the Deployment's env: {set:?}");
+    for name in set {
+        let used_inside = manifest.contains(&format!("$({name})"));
+        assert!(
+            known.contains(name) || used_inside,
+            "the Deployment sets {name}, which no server flag reads (flags: {known:?})"
+        );
+    }
+}
