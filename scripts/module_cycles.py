@@ -25,11 +25,23 @@ def module_of(root: Path, file: Path) -> tuple:
     return tuple(parts)
 
 
+# One left-to-right pass, so that `//` inside a string (a URL) is not taken
+# for a comment, nor a quote inside a comment for a string: comments go,
+# string and char literals become `""`, lifetimes stay.
+TOKEN = re.compile(
+    r'//[^\n]*'                    # line comment
+    r'|/\*(?:.|\n)*?\*/'           # block comment
+    r'|b?r(#*)"(?:.|\n)*?"\1'      # raw string
+    r'|b?"(?:\\.|[^"\\])*"'        # string
+    r"|b?'(?:\\.|[^'\\])'"         # char literal ('"' too)
+)
+
+
 def strip_comments_and_strings(text: str) -> str:
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
-    return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    def keep(m):
+        return "" if m.group(0).startswith("/") else '""'
+
+    return TOKEN.sub(keep, text)
 
 
 def expand(tree: str) -> list:

@@ -73,7 +73,7 @@ pub(crate) fn Operations(metrics: Vec<Metric>) -> impl IntoView {
         </ul>
         <h2 id="kubernetes">"Kubernetes"</h2>
         <p>
-            {rich_text("`deploy/k8s/` holds a Deployment (readiness on `/readyz`, liveness on `/healthz`, the drain's settings and a grace period that covers them, `INSTANCE_ID` from the pod name, a non-root read-only container), a Service, a PodDisruptionBudget (one pod down at a time), a HorizontalPodAutoscaler on connections per pod (`chat_connections`, which needs a custom-metrics adapter such as prometheus-adapter), a Secret to fill (`SESSION_SECRET`, `ADMIN_TOKEN`) and a demo Valkey without persistence (use a managed one over `rediss://` in production). `kubectl apply -k deploy/k8s` applies them; `make k8s-check` (part of `make test`) validates them against the Kubernetes API's schemas offline. No `preStop` hook is needed: the server drains itself on SIGTERM.")}
+            {rich_text("`deploy/k8s/` holds a Deployment (readiness on `/readyz`, liveness on `/healthz`, the drain's settings and a grace period that covers them, `INSTANCE_ID` from the pod name, a non-root read-only container), a Service, a PodDisruptionBudget (one pod down at a time), a HorizontalPodAutoscaler on connections per pod (`chat_connections`, which needs a custom-metrics adapter such as prometheus-adapter), a Secret to fill (`SESSION_SECRET`, `ADMIN_TOKEN`) and a demo Valkey without persistence (in production, a managed one over `rediss://`). `kubectl apply -k deploy/k8s` applies them; `make k8s-check` (part of `make test`) validates them against the Kubernetes API's schemas offline. No `preStop` hook is needed: the server drains itself on SIGTERM.")}
         </p>
         <h2 id="traces">"Traces and dashboards"</h2>
         <ul>
