@@ -64,6 +64,9 @@ pub fn frame_examples() -> (Vec<ClientFrame>, Vec<ServerFrame>) {
             limit: None,
         },
         ClientFrame::Ping,
+        ClientFrame::Refresh {
+            token: "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9.c2ln".to_owned(),
+        },
     ];
     let server = vec![
         ServerFrame::Welcome {
@@ -131,6 +134,7 @@ fn client_note(frame: &ClientFrame) -> &'static str {
         ClientFrame::Typing { .. } => "Ephemeral typing notice, not stored; costs one unit like every frame.",
         ClientFrame::Rooms { .. } => "List active rooms across all instances, the busiest first, a page at a time (v1.1: optional `limit`, at most 100, and `cursor`, the `next` of the previous page).",
         ClientFrame::Ping => "Application-level ping; answered with `pong`.",
+        ClientFrame::Refresh { .. } => "Extension (host identity): a fresh token from the host app for the same user (`sub`), sent before the one the session signed in with expires; the connection then lasts until the new `exp`, with the new `rooms` claim. No answer when accepted; `unauthorized` (the connection stays until the old token ends) when not. Costs as a `join`.",
     }
 }
 
@@ -162,6 +166,7 @@ fn error_meaning(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "The shared store is unreachable; the client may retry.",
         ErrorCode::Unauthorized => "A frame before `hello`, or an invalid or expired token; the socket is closed with 1008.",
         ErrorCode::TooManyRooms => "The connection already holds the server's maximum of joined rooms (`--max-rooms-per-conn`); leave one first.",
+        ErrorCode::Forbidden => "The room is private (`--private-rooms`) and this session's host token does not list it in its `rooms` claim (a guest has none).",
         ErrorCode::Unknown => "Never sent: what a client reads a code it does not know as (v1.1), a refusal with a message for humans.",
     }
 }
@@ -185,6 +190,10 @@ fn close_meaning(code: CloseCode) -> (&'static str, &'static str) {
         CloseCode::TryAgainLater => (
             "the client read too slowly and its queue filled",
             "reconnect with backoff, re-join with `since`",
+        ),
+        CloseCode::TokenExpired => (
+            "the host-app token the session signed in with expired, and no `refresh` replaced it (extension)",
+            "get a fresh token from the host app, then reconnect with it",
         ),
     }
 }
@@ -382,7 +391,7 @@ pub(crate) fn ProtocolReference() -> impl IntoView {
                 {ErrorCode::ALL
                     .into_iter()
                     .map(|c| {
-                        let extension = (c == ErrorCode::TooManyRooms)
+                        let extension = matches!(c, ErrorCode::TooManyRooms | ErrorCode::Forbidden)
                             .then(|| view! { " " <span class="docs-tag">"extension of v1"</span> });
                         view! {
                             <tr>

@@ -268,6 +268,37 @@ pub struct Args {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// The HS256 key of the host app's tokens (PROTOCOL.md "Host
+    /// identity"): a `hello` whose token is a JWT signed with it signs in
+    /// as its `sub` (at least 16 characters).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// The public keys of the host app's tokens (RS256, ES256, EdDSA, …): a
+    /// JWK set at an `http(s)://` URL or in a file, read at the first such
+    /// token and again for a `kid` it does not hold (at most every 10 s).
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// A host token's `aud` must hold this (unchecked when unset).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// A host token's `iss` must be this (unchecked when unset).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Rooms only a host token whose `rooms` claim lists them may join
+    /// (others get `forbidden`): comma-separated patterns, `*` any run of
+    /// characters, e.g. `team-*,dm-*`.
+    #[arg(long, env = "PRIVATE_ROOMS", value_delimiter = ',')]
+    pub private_rooms: Vec<String>,
+
+    /// Whether a `hello` without a host token signs in with a name alone
+    /// (a guest). `false` needs `--jwt-secret` or `--jwks-url`.
+    #[arg(long, env = "ALLOW_GUESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_guests: bool,
+
     /// A request head (request line and headers) must arrive whole within
     /// this, in ms, or the connection is closed; also how long a keep-alive
     /// connection may wait idle for its next request (hyper's
@@ -399,6 +430,8 @@ pub struct Config {
     pub drain_window: Duration,
     /// `--admin-token`: the admin view is off without it.
     pub admin_token: Option<String>,
+    /// `--jwt-*`, `--jwks-url`, `--private-rooms`, `--allow-guests`.
+    pub identity: IdentityConfig,
     /// `--header-read-timeout-ms`.
     pub header_read_timeout: Duration,
     /// `--max-http-connections`.
@@ -541,6 +574,25 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// How the host app's tokens are checked (`--jwt-*`, `--jwks-url`,
+/// `--private-rooms`).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// `--jwt-secret`: the HS256 key.
+    pub secret: Option<String>,
+    /// `--jwks-url`: where the public keys are (`http(s)://…` or a path).
+    pub jwks: Option<String>,
+    /// `--jwt-audience`: a token's `aud` must hold it.
+    pub audience: Option<String>,
+    /// `--jwt-issuer`: a token's `iss` must be it.
+    pub issuer: Option<String>,
+    /// `--private-rooms`: rooms only a token listing them may join.
+    pub private_rooms: Vec<String>,
+    /// `--allow-guests`: a `hello` without a host token signs in with a
+    /// name alone.
+    pub allow_guests: bool,
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -548,6 +600,44 @@ pub struct ConfigError(String);
 
 impl Args {
     /// Checks every value and builds the [`Config`].
+    /// The host-token settings, checked.
+    fn identity(&self) -> Result<IdentityConfig, ConfigError> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let secret = set(&self.jwt_secret);
+        if secret.as_ref().is_some_and(|s| s.chars().count() < 16) {
+            return Err(ConfigError(
+                "--jwt-secret must be at least 16 characters".into(),
+            ));
+        }
+        let jwks = set(&self.jwks_url);
+        let private_rooms: Vec<String> = self
+            .private_rooms
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let verifies = secret.is_some() || jwks.is_some();
+        if !verifies && !private_rooms.is_empty() {
+            return Err(ConfigError(
+                "--private-rooms needs --jwt-secret or --jwks-url: only a host token can list a private room".into(),
+            ));
+        }
+        if !verifies && !self.allow_guests {
+            return Err(ConfigError(
+                "--allow-guests false needs --jwt-secret or --jwks-url: nobody could sign in"
+                    .into(),
+            ));
+        }
+        Ok(IdentityConfig {
+            secret,
+            jwks,
+            audience: set(&self.jwt_audience),
+            issuer: set(&self.jwt_issuer),
+            private_rooms,
+            allow_guests: self.allow_guests,
+        })
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
         let positive = |name: &str, v: u64| {
             if v == 0 {
@@ -557,6 +647,7 @@ impl Args {
             }
         };
         positive("--history-cap", self.history_cap as u64)?;
+        let identity = self.identity()?;
         if let Some(t) = self.admin_token.as_deref().filter(|t| !t.is_empty()) {
             if t.chars().count() < 16 {
                 return Err(ConfigError(
@@ -790,6 +881,7 @@ impl Args {
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             drain_window: Duration::from_millis(self.drain_window_ms),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            identity,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_http_connections: self.max_http_connections.max(1),
             hsts_max_age_secs: self.hsts_max_age_secs,

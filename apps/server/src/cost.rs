@@ -100,7 +100,8 @@ impl FrameCosts {
             ClientFrame::Typing { .. } => self.typing,
             ClientFrame::Send { .. } => self.send,
             ClientFrame::Leave { .. } => self.leave,
-            ClientFrame::Join { .. } => self.join,
+            // A refresh verifies a signature, as much work as a join.
+            ClientFrame::Join { .. } | ClientFrame::Refresh { .. } => self.join,
             ClientFrame::History { .. } => self.history,
             ClientFrame::Rooms { .. } => self.rooms,
         }

@@ -32,6 +32,7 @@ pub mod cost;
 mod engine;
 mod http;
 mod hub;
+mod identity;
 pub mod metrics;
 mod outbox;
 mod serve;
@@ -67,6 +68,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    install_crypto_provider();
     // What every part of the instance stops on: cancelled when the drain
     // that `stop` starts is over.
     let shutdown = CancellationToken::new();
@@ -110,9 +112,6 @@ pub async fn run(
                 (engine.clone(), engine.clone(), engine)
             }
             Some(redis) => {
-                // rustls needs one process-wide crypto provider for rediss://;
-                // a second install (another server in a test process) is a no-op.
-                let _ = rustls::crypto::ring::default_provider().install_default();
                 let engine = RedisEngine::start(
                     redis,
                     config.instance_id.clone(),
@@ -184,6 +183,7 @@ pub async fn run(
             config.user_rate,
             config.address_rate,
         ),
+        identity: identity::Identity::new(config.identity.clone()),
     });
     // Connections learn of the drain and the shutdown through their outbox.
     tracker.spawn({
@@ -287,6 +287,14 @@ async fn drain(live: &Live, delay: std::time::Duration, window: std::time::Durat
     while live.count() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Installs rustls's ring provider as the process's crypto provider, which
+/// every TLS client of the server uses (rediss://, the JWKS over https, the
+/// OTLP exporter's HTTP client): `main` calls it first, `run` again (for
+/// tests); a second install is a no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Refuses to start when another live process uses this instance id

@@ -13,6 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    server::install_crypto_provider();
     let args = Args::parse();
     let filter = EnvFilter::try_new(&args.log).context("--log / RUST_LOG")?;
     let (log_format, otlp_endpoint) = (args.log_format, args.otlp_endpoint.clone());

@@ -29,6 +29,9 @@ pub enum ErrorCode {
     /// Extension of v1: the connection already holds the server's maximum
     /// number of joined rooms; leave one first.
     TooManyRooms,
+    /// Extension of v1 (PROTOCOL.md "Host identity"): the room is private
+    /// and this session's token does not list it.
+    Forbidden,
     /// A code this side does not know (sent by a newer server, v1.1): the
     /// frame still parses, and a client treats it as a plain refusal with
     /// a message for humans. Never sent.
@@ -38,7 +41,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (used by docs and tests).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadFrame,
         ErrorCode::BadName,
         ErrorCode::BadRoom,
@@ -48,6 +51,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Unauthorized,
         ErrorCode::TooManyRooms,
+        ErrorCode::Forbidden,
     ];
 
     /// The wire spelling, e.g. `"bad_frame"`.
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -88,16 +93,20 @@ pub enum CloseCode {
     ServiceRestart,
     /// 1013: the client read too slowly and its outbound queue filled.
     TryAgainLater,
+    /// 4001 (extension, PROTOCOL.md "Host identity"): the host-app token
+    /// the session signed in with expired and no `refresh` replaced it.
+    TokenExpired,
 }
 
 impl CloseCode {
     /// Every code the server sends.
-    pub const ALL: [CloseCode; 5] = [
+    pub const ALL: [CloseCode; 6] = [
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
         CloseCode::ServiceRestart,
         CloseCode::TryAgainLater,
+        CloseCode::TokenExpired,
     ];
 
     /// The numeric code on the wire.
@@ -108,6 +117,7 @@ impl CloseCode {
             CloseCode::InternalError => 1011,
             CloseCode::ServiceRestart => 1012,
             CloseCode::TryAgainLater => 1013,
+            CloseCode::TokenExpired => 4001,
         }
     }
 
@@ -117,7 +127,8 @@ impl CloseCode {
     }
 
     /// Whether a client should reconnect after this close: true for the
-    /// reconnect range (1011–1013), false for the terminal one (1008, 1009).
+    /// reconnect range (1011–1013), false for the terminal one (1008, 1009,
+    /// and 4001: a fresh token must come from the host app first).
     pub fn should_reconnect(self) -> bool {
         matches!(
             self,

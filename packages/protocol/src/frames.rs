@@ -107,6 +107,12 @@ pub enum ClientFrame {
         limit: Option<u64>,
     },
     Ping,
+    /// Extension (PROTOCOL.md "Host identity"): a fresh host-app token for
+    /// this connection's user (same `sub`), sent before the one it signed in
+    /// with expires; the connection then lives until the new one's `exp`.
+    Refresh {
+        token: String,
+    },
 }
 
 impl ClientFrame {
@@ -121,6 +127,7 @@ impl ClientFrame {
             ClientFrame::Typing { .. } => "typing",
             ClientFrame::Rooms { .. } => "rooms",
             ClientFrame::Ping => "ping",
+            ClientFrame::Refresh { .. } => "refresh",
         }
     }
 
@@ -271,8 +278,8 @@ fn expect_object(text: &str) -> Result<(), serde_json::Error> {
 }
 
 /// Every `type` tag a client may send, in protocol order.
-pub const CLIENT_FRAME_TYPES: [&str; 8] = [
-    "hello", "join", "leave", "send", "history", "typing", "rooms", "ping",
+pub const CLIENT_FRAME_TYPES: [&str; 9] = [
+    "hello", "join", "leave", "send", "history", "typing", "rooms", "ping", "refresh",
 ];
 
 /// Every `type` tag a server may send, in protocol order.

@@ -90,6 +90,7 @@ impl Connection {
             ClientFrame::Typing { room } => self.typing(&room).await,
             ClientFrame::Rooms { cursor, limit } => self.list_rooms(cursor, limit).await,
             ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
+            ClientFrame::Refresh { token } => self.refresh(&token).await,
         }
     }
 
@@ -131,10 +132,57 @@ impl Connection {
         Ok(Some(name))
     }
 
+    /// `refresh` (PROTOCOL.md "Host identity"): a fresh host token for
+    /// the same user moves the session's end to its `exp` and its rooms
+    /// claim to the new one. Refused `unauthorized` (the connection stays
+    /// until the old token's end) when this session did not sign in with a
+    /// host token, or the token is invalid or names another user.
+    async fn refresh(&mut self, token: &str) -> Result<(), End> {
+        if self.host.is_none() {
+            return self
+                .error(
+                    ErrorCode::Unauthorized,
+                    "refresh is for sessions signed in with a host-app token",
+                    None,
+                )
+                .await;
+        }
+        let host = match self.ctx.identity.verify(token).await {
+            Ok(host) => host,
+            Err(e) => {
+                return self
+                    .error(ErrorCode::Unauthorized, &e.to_string(), None)
+                    .await
+            }
+        };
+        if host.user_id != self.user().id {
+            return self
+                .error(
+                    ErrorCode::Unauthorized,
+                    "the new token is for another user (sub)",
+                    None,
+                )
+                .await;
+        }
+        self.hold_host_session(host);
+        Ok(())
+    }
+
     async fn join(&mut self, room: &str, since: Option<Since>) -> Result<(), End> {
         let Some(name) = self.room_name(room, None).await? else {
             return Ok(());
         };
+        if !self.ctx.identity.may_join(name.as_str(), self.host_rooms()) {
+            return self
+                .error(
+                    ErrorCode::Forbidden,
+                    &format!(
+                        "{name:?} is a private room, and this session's token does not list it"
+                    ),
+                    None,
+                )
+                .await;
+        }
         let max = self.ctx.config.max_rooms_per_conn;
         if self.room_index(name.as_str()).is_none() && self.rooms.len() >= max {
             return self

@@ -4,6 +4,7 @@
 
 use super::{Connection, End};
 use crate::codec::{self, DecodeError, Decoded};
+use crate::identity::{HostSession, Identity};
 use crate::session::Sessions;
 use futures_util::StreamExt;
 use protocol::{ClientFrame, CloseCode, ErrorCode, Name, ServerFrame, User};
@@ -78,25 +79,68 @@ impl Connection {
             }
         };
         let now = SystemTime::now();
-        let (user_id, since) = match token {
-            None => (Sessions::new_user_id(), None),
-            Some(token) => match self.ctx.sessions.verify(&token, now) {
-                Ok(session) => (session.user_id, Some(session.since)),
-                Err(e) => {
-                    self.error(ErrorCode::Unauthorized, &e.to_string(), None)
-                        .await?;
-                    return Err(End::Close(CloseCode::PolicyViolation, "bad token"));
-                }
-            },
+        let identity = &self.ctx.identity;
+        // A host-app token (PROTOCOL.md "Host identity"), a session token of
+        // ours, or nothing (a guest, when guests are allowed).
+        let signed_in = match token {
+            Some(token) if identity.configured() && Identity::looks_like_jwt(&token) => identity
+                .verify(&token)
+                .await
+                .map(|host| SignedIn::Host { host, token })
+                .map_err(|e| e.to_string()),
+            _ if !identity.allows_guests() => {
+                self.error(
+                    ErrorCode::Unauthorized,
+                    "sign in with a token from the host app (guests are not allowed here)",
+                    None,
+                )
+                .await?;
+                return Err(End::Close(CloseCode::PolicyViolation, "no host token"));
+            }
+            None => Ok(SignedIn::Guest {
+                user_id: Sessions::new_user_id(),
+                since: None,
+            }),
+            Some(token) => self
+                .ctx
+                .sessions
+                .verify(&token, now)
+                .map(|session| SignedIn::Guest {
+                    user_id: session.user_id,
+                    since: Some(session.since),
+                })
+                .map_err(|e| e.to_string()),
         };
-        tracing::Span::current().record("user", user_id.as_str());
-        let user = User {
-            id: user_id,
-            name: name.into_string(),
+        let signed_in = match signed_in {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(ErrorCode::Unauthorized, &e.to_string(), None)
+                    .await?;
+                return Err(End::Close(CloseCode::PolicyViolation, "bad token"));
+            }
         };
+        let (user, token) = match signed_in {
+            SignedIn::Guest { user_id, since } => {
+                let token = self.ctx.sessions.issue(&user_id, now, since);
+                let user = User {
+                    id: user_id,
+                    name: name.into_string(),
+                };
+                (user, token)
+            }
+            SignedIn::Host { host, token } => {
+                let user = User {
+                    id: host.user_id.clone(),
+                    name: host.name.clone().unwrap_or_else(|| name.into_string()),
+                };
+                self.hold_host_session(host);
+                (user, token)
+            }
+        };
+        tracing::Span::current().record("user", user.id.as_str());
         let welcome = ServerFrame::Welcome {
             protocol: protocol::PROTOCOL_VERSION,
-            token: self.ctx.sessions.issue(&user.id, now, since),
+            token,
             user: user.clone(),
             server: self.ctx.config.instance_id.clone(),
         };
@@ -104,4 +148,13 @@ impl Connection {
         self.user = Some(Arc::new(user));
         self.reply(&welcome).await
     }
+}
+
+/// Who a `hello` signed in as.
+enum SignedIn {
+    /// A name alone, or one of our session tokens (`since`: its session's
+    /// start).
+    Guest { user_id: String, since: Option<u64> },
+    /// A host-app token; `welcome` hands the same token back.
+    Host { host: HostSession, token: String },
 }

@@ -50,6 +50,8 @@ pub(crate) struct ConnContext {
     pub(crate) live: Live,
     /// What frames cost, and the per-user and per-address buckets.
     pub(crate) costs: Costs,
+    /// The host app's tokens and private rooms.
+    pub(crate) identity: crate::identity::Identity,
 }
 
 /// How a connection ends.
@@ -139,6 +141,18 @@ struct Connection {
     /// closed with 1012 when it fires, if the client has not left by then.
     /// Boxed: allocated only then.
     leave_by: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set when the session signed in with a host-app token: what it
+    /// grants, and when it ends. Boxed: guests pay one pointer.
+    host: Option<Box<HostGrant>>,
+}
+
+/// What a host-app token grants a connection (PROTOCOL.md "Host identity").
+struct HostGrant {
+    /// The token's `rooms` claim: the private rooms it may join.
+    rooms: Vec<String>,
+    /// Fires at the token's `exp` (moved by a `refresh`): the connection
+    /// closes with 4001.
+    expiry: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// How long after the `delay_ms` of a drain's `reconnect` the instance
@@ -163,6 +177,7 @@ impl Connection {
             bad_frames: VecDeque::new(),
             last_seen: Instant::now(),
             leave_by: None,
+            host: None,
             ctx,
         }
     }
@@ -199,6 +214,9 @@ impl Connection {
                 }
                 () = async { self.leave_by.as_mut().expect("leave_by").await }, if self.leave_by.is_some() => {
                     Err(End::Close(CloseCode::ServiceRestart, "server shutting down"))
+                }
+                () = async { self.host.as_mut().expect("host").expiry.as_mut().await }, if self.host.is_some() => {
+                    Err(End::Close(CloseCode::TokenExpired, "token expired"))
                 }
                 _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
@@ -274,6 +292,27 @@ impl Connection {
             self.socket.send(Message::Ping(Default::default())),
         )
         .await
+    }
+
+    /// The session signed in (or refreshed) with host token `host`: its
+    /// rooms claim now decides the private rooms it may join, and the
+    /// connection ends at its `exp`.
+    fn hold_host_session(&mut self, host: crate::identity::HostSession) {
+        let left = host
+            .expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let expiry = Box::pin(tokio::time::sleep(left));
+        self.host = Some(Box::new(HostGrant {
+            rooms: host.rooms,
+            expiry,
+        }));
+    }
+
+    /// The private rooms this session may join: its token's `rooms` claim,
+    /// none for a guest.
+    fn host_rooms(&self) -> Option<&[String]> {
+        self.host.as_deref().map(|h| h.rooms.as_slice())
     }
 
     /// A drain asked this client to reconnect after `delay`: tells it,

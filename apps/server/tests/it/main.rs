@@ -30,6 +30,8 @@
 //!   actions on one instance and across two.
 //! - `traces`: OpenTelemetry traces exported over OTLP by two instances,
 //!   one trace per message across them.
+//! - `identity`: host-app tokens (issue 15): HS256 and ES256 with a JWKS
+//!   over HTTP or from a file, refusals, private rooms, expiry and refresh.
 //! - `deploy_files`: the Grafana dashboard and the Kubernetes autoscaler in
 //!   `deploy/` query only metrics the server exports.
 
@@ -41,6 +43,7 @@ mod costs;
 mod deploy_files;
 mod edge;
 mod faults;
+mod identity;
 mod lifecycle;
 mod limits;
 mod procs;

@@ -343,6 +343,31 @@ impl Client {
         self.send_hello(name, Some(token)).await
     }
 
+    /// Says `hello` with a host-app token (PROTOCOL.md "Host identity"):
+    /// the `welcome` must name the token's user and hand the token back.
+    pub(crate) async fn hello_host(&mut self, name: &str, jwt: &str) -> User {
+        self.send(&ClientFrame::Hello {
+            name: name.to_owned(),
+            token: Some(jwt.to_owned()),
+        })
+        .await;
+        match self.recv().await {
+            ServerFrame::Welcome {
+                user,
+                token,
+                server,
+                ..
+            } => {
+                assert_eq!(token, jwt, "welcome hands the host token back");
+                self.user = Some(user.clone());
+                self.token = Some(token);
+                self.server = Some(server);
+                user
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
     async fn send_hello(&mut self, name: &str, token: Option<&str>) -> (User, String) {
         self.send(&ClientFrame::Hello {
             name: name.to_owned(),

@@ -64,7 +64,12 @@ pub fn NoticeBar() -> impl IntoView {
         chat.state.with(|s| {
             s.notice
                 .as_ref()
-                .filter(|n| !matches!(n.code, Some(ErrorCode::BadRoom | ErrorCode::TooManyRooms)))
+                .filter(|n| {
+                    !matches!(
+                        n.code,
+                        Some(ErrorCode::BadRoom | ErrorCode::TooManyRooms | ErrorCode::Forbidden)
+                    )
+                })
                 .map(|n| n.text.clone())
         })
     });

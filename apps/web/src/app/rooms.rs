@@ -111,7 +111,12 @@ pub fn JoinForm() -> impl IntoView {
         chat.state.with(|s| {
             s.notice
                 .as_ref()
-                .filter(|n| matches!(n.code, Some(ErrorCode::BadRoom | ErrorCode::TooManyRooms)))
+                .filter(|n| {
+                    matches!(
+                        n.code,
+                        Some(ErrorCode::BadRoom | ErrorCode::TooManyRooms | ErrorCode::Forbidden)
+                    )
+                })
                 .map(|n| n.text.clone())
         })
     });

@@ -83,6 +83,7 @@ impl ChatState {
         if let Some(c) = close.filter(|c| !c.should_reconnect()) {
             let why = self.last_error.take().unwrap_or_else(|| match c {
                 CloseCode::MessageTooBig => "a frame was too large".to_owned(),
+                CloseCode::TokenExpired => "the sign-in from the host app expired".to_owned(),
                 _ => "the server refused this session".to_owned(),
             });
             self.conn = Conn::Offline {

@@ -512,7 +512,7 @@ impl ChatState {
                     }
                 }
             }
-            ErrorCode::BadRoom | ErrorCode::TooManyRooms => {
+            ErrorCode::BadRoom | ErrorCode::TooManyRooms | ErrorCode::Forbidden => {
                 if let Some(room) = self.joins_in_flight.pop_front() {
                     if self.rooms.get(&room).is_some_and(|r| !r.live) {
                         self.remove_room(&room);

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 /// The codes of PROTOCOL.md ("Codes: `bad_frame`, …, `unauthorized`") plus
 /// the crate's documented v1 extension `too_many_rooms`.
-const WIRE_CODES: [(ErrorCode, &str); 9] = [
+const WIRE_CODES: [(ErrorCode, &str); 10] = [
     (ErrorCode::BadFrame, "bad_frame"),
     (ErrorCode::BadName, "bad_name"),
     (ErrorCode::BadRoom, "bad_room"),
@@ -20,6 +20,7 @@ const WIRE_CODES: [(ErrorCode, &str); 9] = [
     (ErrorCode::Unavailable, "unavailable"),
     (ErrorCode::Unauthorized, "unauthorized"),
     (ErrorCode::TooManyRooms, "too_many_rooms"),
+    (ErrorCode::Forbidden, "forbidden"),
 ];
 
 #[test]
@@ -124,8 +125,13 @@ fn close_codes_have_their_documented_numbers() {
     assert_eq!(CloseCode::InternalError.code(), 1011);
     assert_eq!(CloseCode::ServiceRestart.code(), 1012);
     assert_eq!(CloseCode::TryAgainLater.code(), 1013);
+    assert_eq!(CloseCode::TokenExpired.code(), 4001);
+    assert!(
+        !CloseCode::TokenExpired.should_reconnect(),
+        "a fresh token first"
+    );
     let numbers: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
-    assert_eq!(numbers, [1008, 1009, 1011, 1012, 1013]);
+    assert_eq!(numbers, [1008, 1009, 1011, 1012, 1013, 4001]);
 }
 
 #[test]
@@ -217,6 +223,9 @@ fn every_client_frame() -> Vec<ClientFrame> {
             limit: None,
         },
         ClientFrame::Ping,
+        ClientFrame::Refresh {
+            token: "eyJ.x.y".to_owned(),
+        },
     ];
     // Exhaustive match: adding a variant breaks the build here until it is
     // added to the list above.
@@ -229,7 +238,8 @@ fn every_client_frame() -> Vec<ClientFrame> {
             | ClientFrame::History { .. }
             | ClientFrame::Typing { .. }
             | ClientFrame::Rooms { .. }
-            | ClientFrame::Ping => {}
+            | ClientFrame::Ping
+            | ClientFrame::Refresh { .. } => {}
         }
     }
     frames
@@ -358,6 +368,7 @@ fn every_client_type_tag_is_parsed_by_client_frame() {
             "hello" => r#"{"type":"hello","name":"alice"}"#.to_owned(),
             "send" => r#"{"type":"send","room":"general","id":"c-17","body":"hi"}"#.to_owned(),
             "rooms" | "ping" => format!(r#"{{"type":"{tag}"}}"#),
+            "refresh" => r#"{"type":"refresh","token":"eyJ.x.y"}"#.to_owned(),
             _ => format!(r#"{{"type":"{tag}","room":"general"}}"#),
         };
         let frame = ClientFrame::from_json(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -370,7 +381,7 @@ fn the_documented_tags_are_the_listed_ones() {
     // The `type` tags PROTOCOL.md defines, direction by direction.
     assert_eq!(
         CLIENT_FRAME_TYPES,
-        ["hello", "join", "leave", "send", "history", "typing", "rooms", "ping"]
+        ["hello", "join", "leave", "send", "history", "typing", "rooms", "ping", "refresh"]
     );
     assert_eq!(
         SERVER_FRAME_TYPES,

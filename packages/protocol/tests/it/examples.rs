@@ -414,3 +414,38 @@ fn coalesced_presence() {
         },
     );
 }
+
+// --- Host identity ------------------------------------------------------
+
+#[test]
+fn hello_with_a_host_token() {
+    assert_client_example(
+        r#"{"type":"hello","name":"alice","token":"eyJ…"}"#,
+        ClientFrame::Hello {
+            name: "alice".to_owned(),
+            token: Some("eyJ…".to_owned()),
+        },
+    );
+}
+
+#[test]
+fn refresh() {
+    assert_client_example(
+        r#"{"type":"refresh","token":"eyJ…"}"#,
+        ClientFrame::Refresh {
+            token: "eyJ…".to_owned(),
+        },
+    );
+}
+
+#[test]
+fn forbidden() {
+    assert_server_example(
+        r#"{"type":"error","code":"forbidden","message":"…"}"#,
+        ServerFrame::Error {
+            code: ErrorCode::Forbidden,
+            message: "…".to_owned(),
+            id: None,
+        },
+    );
+}
