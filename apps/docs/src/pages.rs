@@ -12,6 +12,7 @@ pub enum PageId {
     Protocol,
     Configuration,
     Operations,
+    HttpApi,
     Internals,
     Benchmarks,
 }
@@ -52,6 +53,11 @@ pub const PAGES: &[Page] = &[
         id: PageId::Operations,
         slug: "operations",
         title: "Operations",
+    },
+    Page {
+        id: PageId::HttpApi,
+        slug: "http-api",
+        title: "HTTP API",
     },
     Page {
         id: PageId::Internals,

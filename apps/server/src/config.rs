@@ -299,6 +299,12 @@ pub struct Args {
     #[arg(long, env = "ALLOW_GUESTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_guests: bool,
 
+    /// Keys of the HTTP API for the host app's backends (`/api/v1`,
+    /// `Authorization: Bearer <key>`): comma-separated, each at least 16
+    /// characters. The API is off when unset.
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
     /// A request head (request line and headers) must arrive whole within
     /// this, in ms, or the connection is closed; also how long a keep-alive
     /// connection may wait idle for its next request (hyper's
@@ -432,6 +438,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `--jwt-*`, `--jwks-url`, `--private-rooms`, `--allow-guests`.
     pub identity: IdentityConfig,
+    /// `--api-keys` (none: the HTTP API is off).
+    pub api_keys: Vec<String>,
     /// `--header-read-timeout-ms`.
     pub header_read_timeout: Duration,
     /// `--max-http-connections`.
@@ -648,6 +656,17 @@ impl Args {
         };
         positive("--history-cap", self.history_cap as u64)?;
         let identity = self.identity()?;
+        let api_keys: Vec<String> = self
+            .api_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if api_keys.iter().any(|k| k.chars().count() < 16) {
+            return Err(ConfigError(
+                "every --api-keys key must be at least 16 characters".into(),
+            ));
+        }
         if let Some(t) = self.admin_token.as_deref().filter(|t| !t.is_empty()) {
             if t.chars().count() < 16 {
                 return Err(ConfigError(
@@ -882,6 +901,7 @@ impl Args {
             drain_window: Duration::from_millis(self.drain_window_ms),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             identity,
+            api_keys,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_http_connections: self.max_http_connections.max(1),
             hsts_max_age_secs: self.hsts_max_age_secs,

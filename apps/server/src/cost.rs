@@ -390,6 +390,17 @@ impl<K: Hash + Eq> Swept<K> {
     }
 }
 
+/// The client's address: the TCP `peer`, or the `X-Real-IP` (`real_ip`) a
+/// `trusted` proxy (the peer is in `--trusted-proxies`) set.
+pub fn client_ip(trusted: bool, peer: IpAddr, real_ip: Option<&str>) -> IpAddr {
+    if trusted {
+        if let Some(ip) = real_ip.and_then(|v| v.trim().parse().ok()) {
+            return ip;
+        }
+    }
+    peer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) docs: Arc<docs::DocsContext>,
     /// The admin view's routes' state.
     pub(crate) admin: Arc<crate::admin::Admin>,
+    /// The HTTP API's state.
+    pub(crate) api: Arc<crate::api::Api>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -129,6 +131,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(crate::admin::router(state.admin.clone()))
+        .merge(crate::api::router(state.api.clone()))
         .route("/docs", get(docs_index))
         .route("/docs/", get(docs_index))
         .route("/docs/{*path}", get(docs_page))
@@ -277,6 +280,12 @@ pub(crate) fn docs_context(stylesheet: String) -> docs::DocsContext {
             .map(|&(name, help)| docs::Metric { name, help })
             .collect(),
         stylesheet,
+        openapi: {
+            use utoipa::OpenApi as _;
+            crate::api::ApiDoc::openapi()
+                .to_json()
+                .expect("the document serialises")
+        },
     }
 }
 
@@ -483,19 +492,13 @@ pub(crate) fn check_origin(
     }
 }
 
-/// The client's address: the TCP peer, or the `X-Real-IP` a `trusted`
-/// proxy (the peer is in `--trusted-proxies`) set.
+/// The client's address ([`crate::cost::client_ip`]).
 fn client_ip(trusted: bool, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if trusted {
-        if let Some(ip) = headers
-            .get("x-real-ip")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
-        }
-    }
-    peer
+    crate::cost::client_ip(
+        trusted,
+        peer,
+        headers.get("x-real-ip").and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Open WebSockets per client IP.

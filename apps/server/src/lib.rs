@@ -16,6 +16,8 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP (`--otlp-endpoint`).
 //! - `admin`: the admin view's routes, instance heartbeats and actions.
+//! - [`api`]: the HTTP API for backends (`/api/v1`) and its OpenAPI
+//!   document.
 //!
 //! Dependencies point one way: http → admin → connection, http → ws, connection → hub → outbox,
 //! engine → archive; every module may use codec, config and metrics, which use none
@@ -24,6 +26,7 @@
 //! archive's benchmark).
 
 mod admin;
+pub mod api;
 pub mod archive;
 mod codec;
 pub mod config;
@@ -203,6 +206,7 @@ pub async fn run(
         started_ms: engine::now_ms(),
     });
     tracker.spawn(admin::heartbeat(admin.clone(), shutdown.clone()));
+    let api = Arc::new(api::Api::new(admin.clone()));
     let assets = http::AssetNames::find(&config.site_root, OUTPUT_NAME);
     let state = http::AppState {
         leptos: leptos_options(&config, local, &assets),
@@ -213,6 +217,7 @@ pub async fn run(
         tracker: tracker.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
         admin,
+        api,
     };
     tracing::info!(
         addr = %local,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user as other users see it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Stable id (`u_…`), carried in the session token.
     pub id: String,
@@ -28,6 +29,7 @@ pub struct Since {
 /// One stored chat message, as delivered in `message`, `joined.history` and
 /// `history` frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub room: String,
     /// Position in the room's epoch: 1, 2, 3, … with no gaps.
@@ -44,6 +46,7 @@ pub struct ChatMessage {
 
 /// An active room and how many distinct users are in it across all instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomInfo {
     pub room: String,
     pub members: u64,

@@ -477,6 +477,11 @@ impl Hub {
         self.store.rooms(after, limit).await
     }
 
+    /// Distinct users present in the room, on any instance.
+    pub(crate) async fn members(&self, room: &RoomName) -> Result<Vec<User>, EngineError> {
+        self.store.members(room).await
+    }
+
     /// The room's latest offset (the admin view's message rates).
     pub(crate) async fn latest_offset(&self, room: &RoomName) -> Result<u64, EngineError> {
         Ok(self.broker.position(room).await?.offset)

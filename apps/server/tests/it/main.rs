@@ -30,12 +30,15 @@
 //!   actions on one instance and across two.
 //! - `traces`: OpenTelemetry traces exported over OTLP by two instances,
 //!   one trace per message across them.
+//! - `api`: the HTTP API for backends (issue 15): keys, a post reaching
+//!   two instances in order, reads, disconnect, rate limit, OpenAPI.
 //! - `identity`: host-app tokens (issue 15): HS256 and ES256 with a JWKS
 //!   over HTTP or from a file, refusals, private rooms, expiry and refresh.
 //! - `deploy_files`: the Grafana dashboard and the Kubernetes autoscaler in
 //!   `deploy/` query only metrics the server exports.
 
 mod admin;
+mod api;
 mod archive;
 mod chat;
 mod cluster;

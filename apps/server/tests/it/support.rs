@@ -179,13 +179,33 @@ pub(crate) async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, _, body) = http_call(addr, method, path, headers, None).await;
+    (status, body)
+}
+
+/// `method path` with extra `headers` and a JSON `body` on `addr` over a
+/// fresh TCP connection: (status, response head lowercased, body).
+pub(crate) async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    let body = body.unwrap_or("");
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{kind}Content-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
@@ -204,7 +224,7 @@ pub(crate) async fn http_request(
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    (status, String::from_utf8(body).expect("UTF-8 body"))
+    (status, head, String::from_utf8(body).expect("UTF-8 body"))
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body.
