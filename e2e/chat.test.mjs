@@ -8,6 +8,7 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -417,4 +418,54 @@ scenario('the admin page asks for its token, then shows instances and rooms and 
   await until('the action to be accepted', async () =>
     /Disconnecting/.test((await page.locator('#admin-notice').textContent()) ?? ''));
   await dora.page.locator('#status[data-state="offline"]').waitFor({ timeout: NET });
+});
+
+const JWT_SECRET = 'e2e-host-app-secret-0123456789';
+
+/// An HS256 JWT, as the host app's backend would sign it.
+function hostToken(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  const sig = crypto.createHmac('sha256', JWT_SECRET).update(unsigned).digest('base64url');
+  return `${unsigned}.${sig}`;
+}
+
+scenario('the page signs in with a token from the host app, and private rooms follow its claim',
+  { args: ['--jwt-secret', JWT_SECRET, '--private-rooms', 'team-*'] }, async ({ cluster, users }) => {
+  const [a, b] = cluster.instances;
+  const token = hostToken({
+    sub: 'dora-7', name: 'Dora Host', rooms: ['team-red'], exp: Math.floor(Date.now() / 1000) + 3600,
+  });
+  const browser = await launch();
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  const page = await context.newPage();
+  page.setDefaultTimeout(NET);
+  const dora = { name: 'dora', browser, page, dialogs: [], errors: [] };
+  page.on('pageerror', (e) => dora.errors.push(e.message));
+  users.push(dora);
+  await page.goto(`${a.url}/#token=${token}`);
+  await connected(dora);
+  assert.ok(!page.url().includes('#token'), `the token left the address bar: ${page.url()}`);
+  assert.equal(await page.locator('#name').count(), 0, 'no name to type');
+  assert.equal(await page.locator('#change-name').count(), 0, 'the host app names her');
+  await until('dora-7 in the member list', async () =>
+    (await page.locator('#members .web-member[data-user="dora-7"]').count()) === 1);
+  assert.match(await page.locator('#members').textContent(), /Dora Host/);
+
+  // Her token lists team-red: she joins it.
+  await page.locator('#room-input').fill('team-red');
+  await page.locator('#room-input').press('Enter');
+  await page.locator('#rooms [data-room="team-red"]').waitFor({ state: 'attached' });
+  await until('team-red to be live with dora in it', async () =>
+    (await page.locator('#members .web-member[data-user="dora-7"]').count()) === 1
+      && (await page.locator('#status[data-state="connected"]').count()) === 1);
+
+  // A guest on the other instance is refused it.
+  const guest = await openUser(b.url, 'guest');
+  users.push(guest);
+  await guest.page.locator('#room-input').fill('team-red');
+  await guest.page.locator('#room-input').press('Enter');
+  await until('the guest to be told the room is private', async () =>
+    /private room/.test((await guest.page.locator('#room-error').textContent()) ?? ''));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'host-token.png') });
 });

@@ -108,6 +108,16 @@ pub(crate) fn start(state: RwSignal<ChatState>, clock: RwSignal<i64>) {
         .map(|r| r.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     state.update(|s| s.restore(get(KEY_NAME), get(KEY_TOKEN), &rooms, get(KEY_CURRENT)));
+    // A token from the host app (PROTOCOL.md "Host identity"): in the
+    // URL's fragment (`#token=…`, taken out of the address bar at once), or
+    // in the host's `chat_token` cookie when it differs from the stored one.
+    let host = fragment_token()
+        .or_else(|| cookie_token().filter(|t| get(KEY_TOKEN).as_deref() != Some(t.as_str())));
+    if let Some(token) = host {
+        if state.try_update(|s| s.sign_in_with_host_token(&token)) == Some(true) {
+            state.with_untracked(persist_session);
+        }
+    }
     DRIVER.with_borrow_mut(|d| {
         *d = Some(Driver {
             state,
@@ -359,9 +369,47 @@ fn closed_later(generation: u64, code: u16) {
     );
 }
 
+/// The host token in the URL's fragment (`#token=<jwt>`), removed from
+/// the address bar so that it is not bookmarked or shared.
+fn fragment_token() -> Option<String> {
+    let location = window().location();
+    let hash = location.hash().ok()?;
+    let token = hash.strip_prefix("#token=")?.to_owned();
+    if let (Ok(path), Ok(search)) = (location.pathname(), location.search()) {
+        let _ = window().history().and_then(|h| {
+            h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("{path}{search}")))
+        });
+    }
+    (!token.is_empty()).then_some(token)
+}
+
+/// The host token in the host app's `chat_token` cookie (same site, not
+/// HttpOnly), if any.
+fn cookie_token() -> Option<String> {
+    let document: web_sys::HtmlDocument = window().document()?.dyn_into().ok()?;
+    let cookies = document.cookie().ok()?;
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().strip_prefix("chat_token="))
+        .map(str::to_owned)
+        .find(|t| !t.is_empty())
+}
+
 /// The current connection ended with `code`: ask the state what to do.
 fn closed(code: u16) {
     let Some(state) = state_signal() else { return };
+    // The host token expired (4001): a fresher one in the host's cookie
+    // signs in again at once.
+    if code == CloseCode::TokenExpired.code() {
+        let current = state.with_untracked(|s| s.token.clone());
+        if let Some(fresh) = cookie_token().filter(|t| Some(t) != current.as_ref()) {
+            if state.try_update(|s| s.sign_in_with_host_token(&fresh)) == Some(true) {
+                state.with_untracked(persist_session);
+                connect();
+                return;
+            }
+        }
+    }
     let jitter = js_sys::Math::random();
     let Some(action) = state.try_update(|s| s.apply_close(code, now() as i64, jitter)) else {
         return;

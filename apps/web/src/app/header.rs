@@ -27,6 +27,10 @@ pub fn Header() -> impl IntoView {
             }
         })
     };
+    let host_signed_in = Memo::new(move |_| {
+        chat.state
+            .with(|s| s.token.as_deref().is_some_and(crate::state::is_host_token))
+    });
     let change_name = move |_| {
         let old = chat
             .state
@@ -60,6 +64,9 @@ pub fn Header() -> impl IntoView {
                                 <Avatar name=name.clone() seed=id.unwrap_or_else(|| name.clone())/>
                                 <span class="web-me-name">{name}</span>
                             </span>
+                            // The host app names a user signed in with its
+                            // token: there is no name to change here.
+                            <Show when=move || !host_signed_in.get()>
                             <Button
                                 variant=ButtonVariant::Ghost
                                 label="Change name"
@@ -72,6 +79,7 @@ pub fn Header() -> impl IntoView {
                                     "✎"
                                 </span>
                             </Button>
+                            </Show>
                         }
                     })
             }}

@@ -133,6 +133,21 @@ impl ChatState {
         }
     }
 
+    /// Signs in with a token from the host app (a JWT, PROTOCOL.md "Host
+    /// identity"): the next `hello` carries it, and the name shown until
+    /// `welcome` is its `name` claim (else its `sub`). The server verifies
+    /// it; this only reads it. False, and nothing changes, when it is not a
+    /// JWT whose payload names someone.
+    pub fn sign_in_with_host_token(&mut self, token: &str) -> bool {
+        let Some(name) = host_token_name(token) else {
+            return false;
+        };
+        self.name = Some(name);
+        self.token = Some(token.to_owned());
+        self.token_rejected = false;
+        true
+    }
+
     /// Restores what a previous page load stored: the session and the rooms
     /// it was in (invalid room names are skipped).
     pub fn restore(
@@ -491,7 +506,12 @@ impl ChatState {
         }
         let mut retry_in = None;
         match code {
-            ErrorCode::Unauthorized if !self.is_connected() && self.token.is_some() => {
+            // A host-app token is not dropped for a guest sign-in: the
+            // close that follows says why (PROTOCOL.md "Host identity").
+            ErrorCode::Unauthorized
+                if !self.is_connected()
+                    && self.token.as_deref().is_some_and(|t| !is_host_token(t)) =>
+            {
                 self.token_rejected = true;
                 return None;
             }
@@ -549,4 +569,30 @@ impl ChatState {
             self.current = self.rooms.keys().next().cloned();
         }
     }
+}
+
+/// Whether `token` is a host-app JWT rather than one of the server's
+/// session tokens (`u_…`): a JSON header in base64url starts `eyJ`.
+pub fn is_host_token(token: &str) -> bool {
+    token.starts_with("eyJ") && token.split('.').count() == 3
+}
+
+/// The display name a host token's payload gives: its `name` claim, else
+/// its `sub`, if that is a valid name. Unverified: for showing only.
+pub fn host_token_name(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    if !is_host_token(token) {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let name = [&claims["name"], &claims["sub"]]
+        .into_iter()
+        .filter_map(|v| v.as_str())
+        .find(|n| protocol::Name::parse(n).is_ok())
+        .map(str::to_owned);
+    name
 }

@@ -691,3 +691,44 @@ fn a_drains_reconnect_keeps_the_socket_until_its_delay_then_reconnects_at_once()
     );
     assert_eq!(outcome.reconnect_in, None);
 }
+
+#[test]
+fn a_host_token_signs_in_with_its_name_claim_and_is_not_dropped_for_a_guest() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwt = |claims: &str| {
+        format!(
+            "{}.{}.sig",
+            b64.encode(r#"{"alg":"HS256"}"#),
+            b64.encode(claims)
+        )
+    };
+    let mut s = ChatState::new("t");
+    assert!(s.sign_in_with_host_token(&jwt(r#"{"sub":"u42","name":"Dora"}"#)));
+    assert_eq!(s.name.as_deref(), Some("Dora"));
+    assert!(
+        matches!(s.hello(), Some(ClientFrame::Hello { token: Some(t), .. }) if t.starts_with("eyJ"))
+    );
+    assert!(
+        s.sign_in_with_host_token(&jwt(r#"{"sub":"ed"}"#)),
+        "sub when no name"
+    );
+    assert_eq!(s.name.as_deref(), Some("ed"));
+    assert!(
+        !s.sign_in_with_host_token("u_abc.123.mac"),
+        "a session token is not one"
+    );
+    assert!(!s.sign_in_with_host_token(&jwt("not json")));
+
+    // Refused at hello: the host token is kept and the close is terminal.
+    s.apply(
+        ServerFrame::Error {
+            code: ErrorCode::Unauthorized,
+            message: "the token is not a valid JWT: ExpiredSignature".into(),
+            id: None,
+        },
+        0,
+    );
+    assert_eq!(s.apply_close(1008, 0, 0.5), CloseAction::Stop);
+    assert!(s.token.is_some());
+}
