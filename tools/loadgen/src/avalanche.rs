@@ -8,7 +8,7 @@
 //! (reconnect → `joined`), and the survivor's CPU, sampled from
 //! `/proc/<pid>/stat`: its peak over any one sampling interval.
 
-use crate::{now_us, percentile, rejoin, send_load_until, Seen};
+use crate::{cpu_ticks, now_us, percentile, rejoin, send_load_until, Seen, CLK_TCK};
 use anyhow::{bail, Context as _};
 use futures_util::StreamExt;
 use protocol::{ServerFrame, Since};
@@ -48,10 +48,6 @@ pub(crate) struct AvalancheArgs {
 
 /// The survivor's CPU sampling interval.
 const SAMPLE: Duration = Duration::from_millis(500);
-
-/// Clock ticks per second of `/proc/<pid>/stat`'s utime and stime
-/// (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
-const CLK_TCK: f64 = 100.0;
 
 pub(crate) async fn run(
     urls: &[String],
@@ -280,21 +276,6 @@ pub(crate) async fn run(
         "connect_failures": failures.load(Ordering::Relaxed),
         "survivor_cpu_pct": { "peak": peak, "mean": mean },
     }))
-}
-
-/// utime + stime of `pid`, in clock ticks (`/proc/<pid>/stat` fields 14
-/// and 15, counted after the command name's closing parenthesis).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("no command name in stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ")": field 3 (state) is index 0, so utime (14) is index 11.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
 }
 
 /// Samples `pid`'s CPU every [`SAMPLE`] until `stop`: (peak, mean) in

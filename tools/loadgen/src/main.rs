@@ -83,6 +83,10 @@ enum Mode {
         /// Seconds of traffic before measuring.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+        /// Server processes whose CPU (utime + stime) over the measured
+        /// seconds is reported, per delivery.
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<u32>,
     },
     /// Raise the per-sender rate step by step (fresh rooms each step);
     /// report the highest step with zero loss and p99 under the bound.
@@ -484,6 +488,8 @@ struct FanoutSpec {
     warmup: u64,
     /// Room names are `<prefix>-<n>`: a fresh prefix gives rooms without history.
     prefix: String,
+    /// Server processes whose CPU is measured (none: not measured).
+    pids: Vec<u32>,
 }
 
 async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json::Value> {
@@ -495,6 +501,7 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
         duration,
         warmup,
         ref prefix,
+        ..
     } = *spec;
     if senders > members || rate <= 0.0 {
         bail!("need senders <= members and a positive rate");
@@ -585,6 +592,15 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    // The servers' CPU over exactly the measured seconds.
+    let cpu = {
+        let pids = spec.pids.clone();
+        let before = cpu_seconds(&pids)?;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(stop_at.into()).await;
+            cpu_seconds(&pids).map(|after| after - before)
+        })
+    };
     let mut sent_per_sender: HashMap<u32, u64> = HashMap::new();
     for t in tasks {
         let (me, seq) = t.await?;
@@ -602,6 +618,13 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
     let mut lat: Vec<u64> = tallies.into_iter().flat_map(|t| t.latencies_us).collect();
     lat.sort_unstable();
     let measured_rate = lat.len() as f64 / (duration as f64);
+    let cpu_s = cpu.await??;
+    let server_cpu = (!spec.pids.is_empty()).then(|| {
+        serde_json::json!({
+            "cpu_s": cpu_s,
+            "us_per_delivery": cpu_s * 1e6 / (measured_rate * duration as f64).max(1.0),
+        })
+    });
     Ok(serde_json::json!({
         "mode": "fanout",
         "rooms": rooms, "members": members, "senders": senders, "rate": rate,
@@ -618,6 +641,7 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
             "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
         },
         "elapsed_s": elapsed,
+        "server_cpu": server_cpu,
     }))
 }
 
@@ -646,6 +670,7 @@ async fn saturation(urls: &[String], args: &SaturationArgs) -> anyhow::Result<se
             duration: step_duration,
             warmup: 1,
             prefix: format!("sat{run_id}-{n}"),
+            pids: Vec::new(),
         };
         eprintln!("saturation step {n}: {rate:.1} msg/s per sender");
         let r = fanout(urls, &spec).await?;
@@ -744,6 +769,34 @@ async fn idle(
     }))
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat`'s utime and stime
+/// (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+pub(crate) const CLK_TCK: f64 = 100.0;
+
+/// utime + stime of `pid`, in clock ticks (`/proc/<pid>/stat` fields 14
+/// and 15, counted after the command name's closing parenthesis).
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no command name in stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": field 3 (state) is index 0, so utime (14) is index 11.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// The summed CPU of `pids`, in seconds.
+fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    let mut ticks = 0;
+    for &pid in pids {
+        ticks += cpu_ticks(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    }
+    Ok(ticks as f64 / CLK_TCK)
+}
+
 fn print_table(label: &str, v: &serde_json::Value) {
     println!("── {label} ──");
     if let Some(obj) = v.as_object() {
@@ -779,6 +832,7 @@ async fn run() -> anyhow::Result<()> {
             rate,
             duration,
             warmup,
+            pids,
         } => {
             let spec = FanoutSpec {
                 rooms,
@@ -788,6 +842,7 @@ async fn run() -> anyhow::Result<()> {
                 duration,
                 warmup,
                 prefix: format!("load{}", now_us() % 1_000_000),
+                pids,
             };
             fanout(&cli.urls, &spec).await?
         }

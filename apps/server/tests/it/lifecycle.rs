@@ -294,7 +294,10 @@ async fn json_logs_are_one_object_per_line() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    let listening = &events[0];
+    let listening = events
+        .iter()
+        .find(|e| e["message"] == "listening")
+        .expect("a listening line");
     assert_eq!(listening["message"], "listening");
     assert_eq!(listening["level"], "INFO");
     assert_eq!(listening["addr"], server.addr.to_string());

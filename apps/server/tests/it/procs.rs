@@ -755,11 +755,16 @@ impl ServerProc {
             .expect("server binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // What the server logs before `listening` (a readiness probe that
+        // already failed, say) is kept too.
         let (addr, first) = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut early = Vec::new();
             while let Some(line) = lines.next_line().await.expect("read server log") {
                 if let Some(addr) = listening_addr(&line) {
-                    return (addr, line);
+                    early.push(line);
+                    return (addr, early);
                 }
+                early.push(line);
             }
             panic!("server {instance} exited before listening");
         })
@@ -768,7 +773,7 @@ impl ServerProc {
         // Keep draining the log so the server never blocks on a full pipe;
         // it shows in the output of a failing test.
         let tag = instance.to_owned();
-        let log = Arc::new(Mutex::new(vec![first]));
+        let log = Arc::new(Mutex::new(first));
         let kept = log.clone();
         tokio::spawn(async move {
             let mut rest = lines.into_inner();
@@ -788,7 +793,7 @@ impl ServerProc {
         ServerProc { addr, child, log }
     }
 
-    /// Every log line so far, from the `listening` one.
+    /// Every log line so far.
     pub(crate) fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
