@@ -138,12 +138,7 @@ impl Admin {
         let Some(token) = self.ctx.config.admin_token.as_deref() else {
             return Err(Refused::Off);
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if bool::from(bearer(headers).as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
             Err(Refused::Unauthorized)
@@ -160,6 +155,16 @@ impl Admin {
             Err(e) => unavailable(&e),
         }
     }
+}
+
+/// The credential of `Authorization: Bearer <credential>` (empty without
+/// one): the admin token here, an API key for [`crate::api`].
+pub(crate) fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
 }
 
 /// Why an admin route refused a request.

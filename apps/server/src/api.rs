@@ -78,7 +78,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(api: Arc<Api>) -> Router<
     )),
     modifiers(&BearerAuth)
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// The `bearer` security scheme every path uses.
 struct BearerAuth;
@@ -102,78 +102,78 @@ impl utoipa::Modify for BearerAuth {
 
 /// `POST /api/v1/rooms/{room}/messages`: a message to post.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct NewMessage {
+pub(crate) struct NewMessage {
     /// The caller's id of the message (1–64 characters): the same `from.id`
     /// posting the same `id` in the room again is the same message.
-    pub id: String,
+    pub(crate) id: String,
     /// 1–4000 characters after trimming, at least one visible.
-    pub body: String,
+    pub(crate) body: String,
     /// Who the message is from (a user of the host app, or a bot).
-    pub from: User,
+    pub(crate) from: User,
 }
 
 /// The posted message's place in the room.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Posted {
+pub(crate) struct Posted {
     /// Its offset in the room (the same message posted again: the first
     /// one's).
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 /// Messages of a room, ascending offsets.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Messages {
-    pub room: String,
-    pub messages: Vec<ChatMessage>,
+pub(crate) struct Messages {
+    pub(crate) room: String,
+    pub(crate) messages: Vec<ChatMessage>,
 }
 
 /// Who is in a room, on any instance.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Presence {
-    pub room: String,
-    pub members: Vec<User>,
+pub(crate) struct Presence {
+    pub(crate) room: String,
+    pub(crate) members: Vec<User>,
 }
 
 /// One page of the active rooms, the busiest first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Rooms {
-    pub rooms: Vec<RoomInfo>,
+pub(crate) struct Rooms {
+    pub(crate) rooms: Vec<RoomInfo>,
     /// The `cursor` of the next page; absent on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// The user's connections are being closed on every instance.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Disconnected {
-    pub user: String,
+pub(crate) struct Disconnected {
+    pub(crate) user: String,
 }
 
 /// Every refusal: `code` is one of the protocol's error codes
 /// (`bad_room`, `bad_frame`, `too_large`, `unauthorized`, `rate_limited`,
 /// `unavailable`), `message` is for humans.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) code: String,
+    pub(crate) message: String,
 }
 
 /// `GET /api/v1/rooms/{room}/messages` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct HistoryQuery {
+pub(crate) struct HistoryQuery {
     /// Messages with an offset below this (the newest when absent).
-    pub before: Option<u64>,
+    pub(crate) before: Option<u64>,
     /// How many (default 50, at most 200).
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 /// `GET /api/v1/rooms` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct RoomsQuery {
+pub(crate) struct RoomsQuery {
     /// The `next` of the previous page.
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     /// Rooms per page (default and most: 100).
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 /// A refused request: its status, [`ApiError`] body and headers.
@@ -232,11 +232,7 @@ impl Api {
                 "the HTTP API is off: set --api-keys (API_KEYS)",
             ));
         }
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = crate::admin::bearer(headers);
         let mut found = None;
         for (i, key) in self.keys.iter().enumerate() {
             if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
@@ -261,11 +257,7 @@ impl Api {
     ) -> Result<usize, Refused> {
         let k = self.key(headers)?;
         let ctx = &self.admin.ctx;
-        let trusted = ctx
-            .config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&peer.ip()));
+        let trusted = ctx.config.trusts_proxy(peer.ip());
         let ip = crate::cost::client_ip(
             trusted,
             peer.ip(),

@@ -917,6 +917,12 @@ impl Args {
 }
 
 impl Config {
+    /// Whether `peer` is one of `--trusted-proxies` (its `X-Real-IP` is
+    /// believed, and its `Origin` checked against `--public-origin`).
+    pub fn trusts_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
     /// The defaults, listening on 127.0.0.1 port 0: what tests start from.
     pub fn for_tests() -> Config {
         // Explicit values for what the environment could otherwise set.

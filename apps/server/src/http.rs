@@ -391,10 +391,7 @@ async fn ws_upgrade(
     upgrade: ws::Upgrade,
 ) -> Response {
     let config = &state.conn.config;
-    let trusted = config
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(&peer.ip()));
+    let trusted = config.trusts_proxy(peer.ip());
     if let Err(reason) = check_origin(
         &config.origins,
         config.public_origin.as_deref(),

@@ -67,17 +67,19 @@ pub(crate) struct Identity {
     jwks: Option<Jwks>,
 }
 
+/// Keys by `kid` (a key without one under ""), with the algorithm the key
+/// names, if it names one.
+type KeySet = HashMap<String, (DecodingKey, Option<Algorithm>)>;
+
 struct Jwks {
     source: String,
     client: reqwest::Client,
-    state: tokio::sync::Mutex<JwksState>,
-}
-
-#[derive(Default)]
-struct JwksState {
-    /// Keys by `kid` (a key without one under "").
-    keys: HashMap<String, (DecodingKey, Option<Algorithm>)>,
-    fetched: Option<Instant>,
+    /// The keys read last: every token's lookup, under a lock never held
+    /// across an await.
+    keys: std::sync::RwLock<KeySet>,
+    /// When the set was read last. Held across the read itself, so that
+    /// tokens naming an unknown `kid` at once cause one read, not one each.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Identity {
@@ -92,7 +94,8 @@ impl Identity {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("an HTTP client with the process's TLS provider"),
-            state: tokio::sync::Mutex::default(),
+            keys: std::sync::RwLock::default(),
+            fetched: tokio::sync::Mutex::default(),
         });
         Identity {
             config,
@@ -207,26 +210,26 @@ impl Jwks {
         &self,
         kid: Option<&str>,
     ) -> Result<(DecodingKey, Option<Algorithm>), IdentityError> {
-        let mut state = self.state.lock().await;
-        if let Some(found) = Self::pick(&state.keys, kid) {
+        let unknown = || IdentityError::UnknownKey(kid.map(str::to_owned));
+        if let Some(found) = self.pick(kid) {
             return Ok(found);
         }
-        if state
-            .fetched
-            .is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH)
-        {
-            return Err(IdentityError::UnknownKey(kid.map(str::to_owned)));
+        let mut fetched = self.fetched.lock().await;
+        // Another token may have read the set while this one waited.
+        if let Some(found) = self.pick(kid) {
+            return Ok(found);
         }
-        state.fetched = Some(Instant::now());
-        state.keys = self.fetch().await?;
-        Self::pick(&state.keys, kid)
-            .ok_or_else(|| IdentityError::UnknownKey(kid.map(str::to_owned)))
+        if fetched.is_some_and(|at| at.elapsed() < JWKS_MIN_REFETCH) {
+            return Err(unknown());
+        }
+        *fetched = Some(Instant::now());
+        let keys = self.fetch().await?;
+        *self.keys.write().expect("jwks lock") = keys;
+        self.pick(kid).ok_or_else(unknown)
     }
 
-    fn pick(
-        keys: &HashMap<String, (DecodingKey, Option<Algorithm>)>,
-        kid: Option<&str>,
-    ) -> Option<(DecodingKey, Option<Algorithm>)> {
+    fn pick(&self, kid: Option<&str>) -> Option<(DecodingKey, Option<Algorithm>)> {
+        let keys = self.keys.read().expect("jwks lock");
         match kid {
             Some(kid) => keys.get(kid).cloned(),
             None if keys.len() == 1 => keys.values().next().cloned(),
@@ -235,9 +238,7 @@ impl Jwks {
     }
 
     /// Reads and parses the set; keys it cannot use are skipped (logged).
-    async fn fetch(
-        &self,
-    ) -> Result<HashMap<String, (DecodingKey, Option<Algorithm>)>, IdentityError> {
+    async fn fetch(&self) -> Result<KeySet, IdentityError> {
         let text = if self.source.starts_with("http://") || self.source.starts_with("https://") {
             let response = self
                 .client

@@ -16,17 +16,17 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP (`--otlp-endpoint`).
 //! - `admin`: the admin view's routes, instance heartbeats and actions.
-//! - [`api`]: the HTTP API for backends (`/api/v1`) and its OpenAPI
+//! - `api`: the HTTP API for backends (`/api/v1`) and its OpenAPI
 //!   document.
 //!
-//! Dependencies point one way: http → admin → connection, http → ws, connection → hub → outbox,
-//! engine → archive; every module may use codec, config and metrics, which use none
-//! of the others. Only `config`, `cost`, `metrics` and `archive` are
-//! public (for `main`, the integration tests, the docs' tables and the
-//! archive's benchmark).
+//! Dependencies point one way: http → api → admin → connection, http → ws,
+//! connection → hub → outbox, engine → archive; every module may use codec,
+//! config and metrics, which use none of the others. Only `config`, `cost`,
+//! `metrics`, `archive` and `telemetry` are public (for `main`, the
+//! integration tests, the docs' tables and the archive's benchmark).
 
 mod admin;
-pub mod api;
+mod api;
 pub mod archive;
 mod codec;
 pub mod config;

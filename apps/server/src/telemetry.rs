@@ -74,15 +74,23 @@ where
     Ok((layer, provider))
 }
 
-/// A span named `name` for one frame of room `room` (`join`, `publish`),
-/// or none when traces are off.
-pub(crate) fn frame_span(name: &'static str, room: &str) -> tracing::Span {
+/// The frames that get a span of their own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FrameSpan {
+    Join,
+    Publish,
+}
+
+/// A `join` or `publish` span for one frame of room `room`, or none when
+/// traces are off.
+pub(crate) fn frame_span(kind: FrameSpan, room: &str) -> tracing::Span {
     if !enabled() {
         return tracing::Span::none();
     }
-    match name {
-        "join" => tracing::info_span!("join", room),
-        _ => tracing::info_span!("publish", room),
+    // `info_span!` takes its name as a literal.
+    match kind {
+        FrameSpan::Join => tracing::info_span!("join", room),
+        FrameSpan::Publish => tracing::info_span!("publish", room),
     }
 }
 

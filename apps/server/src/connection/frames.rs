@@ -7,7 +7,7 @@ use crate::codec::{self, DecodeError, Decoded};
 use crate::engine::{now_ms, Publication, RoomsCursor};
 use crate::hub::Member;
 use crate::metrics as m;
-use crate::telemetry;
+use crate::telemetry::{self, FrameSpan};
 use protocol::limits::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, ROOMS_PAGE_MAX};
 use protocol::{
     Body, ChatMessage, ClientFrame, ClientId, CloseCode, ErrorCode, RoomName, ServerFrame, Since,
@@ -74,12 +74,12 @@ impl Connection {
                     .await
             }
             ClientFrame::Join { room, since } => {
-                let span = telemetry::frame_span("join", &room);
+                let span = telemetry::frame_span(FrameSpan::Join, &room);
                 self.join(&room, since).instrument(span).await
             }
             ClientFrame::Leave { room } => self.leave(&room).await,
             ClientFrame::Send { room, id, body } => {
-                let span = telemetry::frame_span("publish", &room);
+                let span = telemetry::frame_span(FrameSpan::Publish, &room);
                 self.send(&room, id, &body).instrument(span).await
             }
             ClientFrame::History {

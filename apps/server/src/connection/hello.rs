@@ -144,8 +144,9 @@ impl Connection {
             user: user.clone(),
             server: self.ctx.config.instance_id.clone(),
         };
-        self.ctx.live.signed_in(self.id, &user.id);
-        self.user = Some(Arc::new(user));
+        let user = Arc::new(user);
+        self.ctx.live.signed_in(self.id, user.clone());
+        self.user = Some(user);
         self.reply(&welcome).await
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::hub::ConnId;
 use crate::outbox::Outbox;
-use protocol::CloseCode;
+use protocol::{CloseCode, User};
 use std::sync::Arc;
 
 /// The outboxes of this instance's open connections, and whether it is
@@ -20,8 +20,9 @@ pub(crate) struct Live {
 #[derive(Debug, Default)]
 struct LiveState {
     outboxes: std::collections::HashMap<ConnId, Arc<Outbox>>,
-    /// The user of each connection past `hello`.
-    users: std::collections::HashMap<ConnId, String>,
+    /// The user of each connection past `hello` (the connection's own
+    /// `Arc`, not a copy).
+    users: std::collections::HashMap<ConnId, Arc<User>>,
     closing: bool,
     /// Set when a drain began: `/readyz` answers 503.
     draining: bool,
@@ -45,12 +46,8 @@ impl Live {
     }
 
     /// Connection `id` signed in as `user` (its `welcome` went out).
-    pub(super) fn signed_in(&self, id: ConnId, user: &str) {
-        self.state
-            .lock()
-            .expect("live lock")
-            .users
-            .insert(id, user.to_owned());
+    pub(super) fn signed_in(&self, id: ConnId, user: Arc<User>) {
+        self.state.lock().expect("live lock").users.insert(id, user);
     }
 
     /// Closes every connection of `user` here with 1008 (the admin view's
@@ -59,7 +56,7 @@ impl Live {
     pub(crate) fn disconnect_user(&self, user: &str) -> usize {
         let state = self.state.lock().expect("live lock");
         let mut n = 0;
-        for (id, _) in state.users.iter().filter(|(_, u)| u.as_str() == user) {
+        for (id, _) in state.users.iter().filter(|(_, u)| u.id == user) {
             if let Some(outbox) = state.outboxes.get(id) {
                 outbox.kick(CloseCode::PolicyViolation);
                 n += 1;

@@ -224,26 +224,12 @@ async fn closed(client: &mut Client) -> u16 {
 
 #[tokio::test]
 async fn the_api_is_rate_limited_like_a_socket_and_documents_itself() {
-    use clap::Parser as _;
-    let cfg = server::config::Args::parse_from([
-        "server",
-        "--port",
-        "0",
-        "--instance-id",
-        "test",
-        "--redis-url",
-        "",
-        "--database-url",
-        "none",
-        "--rate-per-sec",
-        "1",
-        "--rate-burst",
-        "10",
-        "--api-keys",
-        KEY,
-    ])
-    .validate()
-    .expect("config");
+    let mut cfg = Config::for_tests();
+    cfg.connection_rate = server::cost::Rate {
+        per_sec: 1,
+        burst: 10,
+    };
+    cfg.api_keys = vec![KEY.to_owned()];
     let server = TestServer::start(cfg).await;
     let mut limited = None;
     for i in 0..30 {

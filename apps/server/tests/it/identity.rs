@@ -165,19 +165,7 @@ async fn private_rooms_admit_only_a_token_that_lists_them() {
 /// An ES256 key pair made by `openssl`: (PKCS#8 private key PEM, JWK of
 /// the public key with `kid`).
 fn es256_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, serde_json::Value) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |args: &[&str]| crate::procs::openssl(dir, args);
     run(&[
         "ecparam",
         "-name",

@@ -51,19 +51,26 @@ pub(crate) struct Tls {
     pub(crate) key: PathBuf,
 }
 
+/// Runs `openssl args…` in `dir`; answers its standard output, or fails
+/// the test with its standard error.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 impl Tls {
     pub(crate) fn make(dir: &Path) -> Tls {
         let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            openssl(dir, args);
         };
         std::fs::write(
             dir.join("ext.cnf"),
