@@ -354,3 +354,111 @@ fn bad_identity_settings_are_refused_at_start() {
         assert!(err.to_string().contains(says), "{err}");
     }
 }
+
+/// The siblings of ES256 the JWK set may hold: RS256 and EdDSA (Ed25519)
+/// keys made by `openssl`, each signing in through its own `kid`; a token
+/// naming one key's `kid` with another family's algorithm is refused.
+#[tokio::test]
+async fn rs256_and_eddsa_keys_of_the_set_sign_in_and_an_algorithm_that_is_not_the_keys_is_refused()
+{
+    let dir = std::env::temp_dir().join(unique_id("jwks-algs"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let run = |args: &[&str]| crate::procs::openssl(&dir, args);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "rsa.pem",
+    ]);
+    let modulus =
+        String::from_utf8(run(&["rsa", "-in", "rsa.pem", "-noout", "-modulus"])).expect("text");
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let rsa_jwk = serde_json::json!({
+        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "k-rsa",
+        "n": b64.encode(&n), "e": "AQAB",
+    });
+    run(&["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
+    let spki = run(&["pkey", "-in", "ed.pem", "-pubout", "-outform", "DER"]);
+    let ed_jwk = serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "k-ed",
+        "x": b64.encode(&spki[spki.len() - 32..]),
+    });
+    let (ec_pem, ec_jwk) = es256_key(&dir, "k-ec");
+    let file = dir.join("jwks.json");
+    let set = serde_json::json!({ "keys": [rsa_jwk, ed_jwk, ec_jwk] });
+    std::fs::write(&file, set.to_string()).expect("write JWKS");
+
+    let mut cfg = Config::for_tests();
+    cfg.identity = IdentityConfig {
+        jwks: Some(file.display().to_string()),
+        allow_guests: true,
+        ..IdentityConfig::default()
+    };
+    let server = TestServer::start(cfg).await;
+    let sign = |alg: Algorithm, kid: &str, key: EncodingKey, sub: &str| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        encode(
+            &header,
+            &serde_json::json!({"sub": sub, "exp": now_secs() + 600}),
+            &key,
+        )
+        .expect("encode")
+    };
+    let rsa_pem = std::fs::read(dir.join("rsa.pem")).expect("rsa key");
+    let ed_pem = std::fs::read(dir.join("ed.pem")).expect("ed key");
+    for (token, sub) in [
+        (
+            sign(
+                Algorithm::RS256,
+                "k-rsa",
+                EncodingKey::from_rsa_pem(&rsa_pem).expect("rsa"),
+                "rita",
+            ),
+            "rita",
+        ),
+        (
+            sign(
+                Algorithm::EdDSA,
+                "k-ed",
+                EncodingKey::from_ed_pem(&ed_pem).expect("ed"),
+                "ed",
+            ),
+            "ed",
+        ),
+        (
+            sign(
+                Algorithm::ES256,
+                "k-ec",
+                EncodingKey::from_ec_pem(&ec_pem).expect("ec"),
+                "eve",
+            ),
+            "eve",
+        ),
+    ] {
+        let mut c = server.connect().await;
+        assert_eq!(c.hello_host("x", &token).await.id, sub);
+    }
+    // The RSA key's kid, but signed (validly) with the EC key as ES256.
+    refused(
+        &server,
+        &sign(
+            Algorithm::ES256,
+            "k-rsa",
+            EncodingKey::from_ec_pem(&ec_pem).expect("ec"),
+            "mallory",
+        ),
+        "an ES256 token naming the RSA key",
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
