@@ -17,7 +17,7 @@ export KUBERNETES_VALIDATE_DIR ?= $(HOME)/.cache/chat/kubernetes-validate
 K8S_DIR ?= deploy/k8s
 K8S_MANIFESTS = $(filter-out $(K8S_DIR)/kustomization.yaml,$(sort $(wildcard $(K8S_DIR)/*.yaml)))
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-delivery bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -64,6 +64,16 @@ bench: build-release
 	$(ENSURE) redis-server
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench.sh
+
+## bench-delivery: issue 18's figures: our CPU per delivery against the
+## kernel's cost of one socket write (400 rooms x 10 members, 40,000
+## deliveries/s), on both cores and pinned to one; the highest rate with
+## p99 < 50 ms on each; a 5,000-client join burst. Writes
+## bench/delivery.json.
+bench-delivery: build-release
+	$(ENSURE) redis-server
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench_delivery.sh
 
 ## bench-avalanche: the drain (issue 16): 5,000 clients on one of two
 ## instances, which gets SIGTERM under a steady load, without and with a

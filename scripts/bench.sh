@@ -14,9 +14,6 @@ loadgen=${LOADGEN_BIN:?LOADGEN_BIN: path of the release loadgen binary}
 work=$(mktemp -d)
 mkdir -p bench
 . scripts/instances.sh
-bench_args=(--rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000
-  --user-rate-per-sec 100000 --user-rate-burst 100000
-  --address-rate-per-sec 1000000 --address-rate-burst 1000000)
 start_instances bench "$server" "${bench_args[@]}"
 echo "bench: redis $redis_url, instances ${urls[*]} (rate limit raised to 100000/s for synthetic load)"
 
@@ -67,30 +64,9 @@ print("bench: %s: %.0f deliveries/s, p99 %s ms, redis CPU %s us/delivery, lost %
 }
 store_run "one Redis"
 
-# Issue 18: our CPU per delivery against the kernel's floor, in one run.
-# The load: 400 rooms x 10 members, one sender per room at 10 msg/s (40,000
-# deliveries/s); then bench/kernel_floor.c: one unbatched 260-byte write to
-# one of 4,000 loopback TCP sockets read by another process, 40,000/s for
-# 10 s, the sender's utime+stime per write.
-cc -O2 -o "$work/kernel_floor" bench/kernel_floor.c
-"$loadgen" --urls "$joined_urls" --json \
-  --label "per-delivery CPU: 400 rooms x 10 members, 1 sender/room at 10/s" \
-  fanout --rooms 400 --members 10 --senders 1 --rate 10 --duration 10 --warmup 2 \
-  --pids "$joined_pids" | tee "$work/run.txt"
-"$work/kernel_floor" 4000 40000 10 260 > "$work/floor.json"
-tail -n 1 "$work/run.txt" | python3 -c '
-import json, sys
-run = json.loads(sys.stdin.read())
-floor = json.load(open(sys.argv[1]))
-run["kernel_floor_us_per_write"] = floor["us_per_write"]
-run["cpu_ratio_to_floor"] = round(run["server_cpu"]["us_per_delivery"] / floor["us_per_write"], 2)
-print(json.dumps(run))' "$work/floor.json" >> "$lines"
-tail -n 1 "$lines" | python3 -c '
-import json, sys
-r = json.loads(sys.stdin.read())
-print("bench: per delivery: server CPU %.2f us, kernel floor %.2f us per write, ratio %.2fx; p99 %s ms; lost %s, out of order %s" % (
-    r["server_cpu"]["us_per_delivery"], r["kernel_floor_us_per_write"], r["cpu_ratio_to_floor"],
-    r["latency_ms"]["p99"], r["lost"], r["out_of_order"]))'
+# Issue 18: our CPU per delivery against the kernel's floor, in one run
+# (scripts/instances.sh; `make bench-delivery` has more).
+per_delivery "2 cores"
 stop_instances
 REDIS=cluster start_redis
 start_servers bench "$server" "${bench_args[@]}"

@@ -1,20 +1,24 @@
-# Sourced by scripts/bench.sh and scripts/hostile.sh: a redis-server (or,
+# Sourced by scripts/bench.sh, scripts/bench_delivery.sh and scripts/hostile.sh: a redis-server (or,
 # with REDIS=cluster, a local 3-master Redis Cluster) and two release
 # instances on free ports, stopped when the script exits.
 #
 #   start_instances NAME SERVER [EXTRA_SERVER_ARGS...]   # = start_redis + start_servers
 #   start_redis                  # sets redis_url and redis_pids
-#   start_servers NAME SERVER [EXTRA_SERVER_ARGS...]
+#   start_servers NAME SERVER [EXTRA_SERVER_ARGS...]   # under "${server_wrap[@]}" if set
 #   stop_instances               # stops both, to start another store
 #
 # needs $work (a temporary directory, removed at exit) and sets redis_url,
 # redis_pids, urls, server_pids, joined_urls and joined_pids (comma-separated).
+# Also defines bench_args (rate limits raised for synthetic load) and
+# per_delivery (issue 18's CPU per delivery against the kernel's floor).
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
+# A command the instances run under (e.g. `taskset -c 0`); none by default.
+server_wrap=()
 cleanup() {
   # Newest first: the instances stop before the Redis they use.
   local i
@@ -60,7 +64,7 @@ start_servers() {
   local instance port pid
   for instance in "$name-a" "$name-b"; do
     port=$(free_port)
-    "$server" --bind 127.0.0.1 --port "$port" --instance-id "$instance" \
+    "${server_wrap[@]}" "$server" --bind 127.0.0.1 --port "$port" --instance-id "$instance" \
       --redis-url "$redis_url" --session-secret "$name-secret-0123456789" \
       "$@" --log warn &
     pid=$!
@@ -98,4 +102,39 @@ cpu_ticks() {
     total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
   done
   echo "$total"
+}
+
+# The instances' rate limits raised for synthetic load (per connection, per
+# user, per address): synthetic senders go faster than a person and all come
+# from one address.
+bench_args=(--rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000
+  --user-rate-per-sec 100000 --user-rate-burst 100000
+  --address-rate-per-sec 1000000 --address-rate-burst 1000000)
+
+# per_delivery CORES: issue 18's figure in one run, appended to $lines as
+# one JSON line. The load: 400 rooms x 10 members over the instances, one
+# sender per room at 10 msg/s (40,000 deliveries/s), with the instances'
+# utime+stime over the measured seconds (loadgen --pids); then
+# bench/kernel_floor.c: one unbatched 260-byte write to one of 4,000
+# loopback TCP sockets read by another process, 40,000/s for 10 s, the
+# sender's utime+stime per write. Needs $loadgen and $lines.
+per_delivery() {
+  local cores=$1
+  [ -x "$work/kernel_floor" ] || cc -O2 -o "$work/kernel_floor" bench/kernel_floor.c
+  "$loadgen" --urls "$joined_urls" --json \
+    --label "per-delivery CPU on $cores: 400 rooms x 10 members, 1 sender/room at 10/s" \
+    fanout --rooms 400 --members 10 --senders 1 --rate 10 --duration 10 --warmup 2 \
+    --pids "$joined_pids" | tee "$work/run.txt"
+  "$work/kernel_floor" 4000 40000 10 260 > "$work/floor.json"
+  tail -n 1 "$work/run.txt" | python3 -c '
+import json, sys
+run = json.loads(sys.stdin.read())
+floor = json.load(open(sys.argv[1]))
+run["cores"] = sys.argv[2]
+run["kernel_floor_us_per_write"] = floor["us_per_write"]
+run["cpu_ratio_to_floor"] = round(run["server_cpu"]["us_per_delivery"] / floor["us_per_write"], 2)
+print(json.dumps(run))
+print("bench: per delivery on %s: server CPU %.2f us, kernel floor %.2f us per write, ratio %.2fx; p99 %s ms; lost %s, out of order %s" % (
+    sys.argv[2], run["server_cpu"]["us_per_delivery"], floor["us_per_write"], run["cpu_ratio_to_floor"],
+    run["latency_ms"]["p99"], run["lost"], run["out_of_order"]), file=sys.stderr)' "$work/floor.json" "$cores" >> "$lines"
 }

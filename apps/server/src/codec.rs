@@ -5,12 +5,102 @@
 
 use protocol::limits::MAX_CLIENT_FRAME_BYTES;
 use protocol::{ClientFrame, ServerFrame};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-/// Encodes a server frame as the text of one WebSocket message. The hub
-/// calls it once per room message and shares the bytes with every member.
-pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    Utf8Bytes::from(frame.to_json())
+/// Encodes a server frame as one whole WebSocket text frame, header and
+/// JSON payload, ready for the socket. The hub calls it once per room
+/// message and shares the bytes with every member: a delivery is then one
+/// write of these bytes, with no per-socket framing or copy.
+pub(crate) fn encode(frame: &ServerFrame) -> Wire {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(&[0; MAX_HEADER]);
+    serde_json::to_writer(&mut buf, frame).expect("server frames always serialise");
+    Wire::framing(buf, OPCODE_TEXT)
+}
+
+/// Longest header of a frame the server writes: RFC 6455 §5.2, a 64-bit
+/// payload length and no mask (a server never masks).
+const MAX_HEADER: usize = 10;
+/// The first byte of an unfragmented text frame: FIN and opcode 0x1.
+const OPCODE_TEXT: u8 = 0x81;
+/// The first byte of a ping (FIN and opcode 0x9).
+const OPCODE_PING: u8 = 0x89;
+/// The first byte of a close (FIN and opcode 0x8).
+const OPCODE_CLOSE: u8 = 0x88;
+
+/// One whole server-to-client WebSocket frame (RFC 6455 §5.2: FIN set,
+/// unmasked, the shortest length encoding), as shared bytes: cloning it
+/// shares the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Wire(Bytes);
+
+impl Wire {
+    /// Frames `buf[MAX_HEADER..]` as the payload of a frame whose first
+    /// byte is `first`, writing the header into the reserved bytes before it.
+    fn framing(mut buf: Vec<u8>, first: u8) -> Wire {
+        let len = buf.len() - MAX_HEADER;
+        let mut header = [0u8; MAX_HEADER];
+        header[0] = first;
+        let header_len = if len < 126 {
+            header[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        let start = MAX_HEADER - header_len;
+        buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        Wire(Bytes::from(buf).slice(start..))
+    }
+
+    /// A ping with an empty payload.
+    pub(crate) fn ping() -> Wire {
+        Wire(Bytes::from_static(&[OPCODE_PING, 0]))
+    }
+
+    /// A close frame with `code` and `reason` (RFC 6455 §5.5.1; a reason
+    /// longer than the 123 bytes a control frame has room for is cut at a
+    /// character boundary).
+    pub(crate) fn close(code: u16, reason: &str) -> Wire {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = Vec::with_capacity(MAX_HEADER + 2 + end);
+        buf.extend_from_slice(&[0; MAX_HEADER]);
+        buf.extend_from_slice(&code.to_be_bytes());
+        buf.extend_from_slice(&reason.as_bytes()[..end]);
+        Wire::framing(buf, OPCODE_CLOSE)
+    }
+
+    /// The whole frame, as written to the socket.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Bytes of the payload (the JSON of a text frame).
+    pub(crate) fn payload_len(&self) -> usize {
+        self.0.len() - self.header_len()
+    }
+
+    /// The payload of a text frame, as text.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> &str {
+        std::str::from_utf8(&self.0[self.header_len()..]).expect("text frames hold UTF-8")
+    }
+
+    fn header_len(&self) -> usize {
+        match self.0[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        }
+    }
 }
 
 /// Bytes of `value`'s JSON, counted without building it (the byte bound
@@ -139,6 +229,71 @@ fn send_id(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// tungstenite's own parser (what a Rust client reads with) reads the
+    /// header: FIN, opcode, no mask, and the payload length, at each length
+    /// encoding's edges (RFC 6455 §5.2: 7 bits up to 125, 16 up to 65,535,
+    /// 64 beyond).
+    fn parsed(wire: &Wire) -> (FrameHeader, usize) {
+        let mut cursor = std::io::Cursor::new(wire.bytes().as_ref());
+        let (header, len) = FrameHeader::parse(&mut cursor)
+            .expect("a valid header")
+            .expect("a whole header");
+        assert_eq!(
+            cursor.position() as usize + len as usize,
+            wire.bytes().len(),
+            "the header's length is the payload's"
+        );
+        (header, len as usize)
+    }
+
+    #[test]
+    fn frames_are_whole_unmasked_and_use_the_shortest_length_encoding() {
+        for body_len in [0, 50, 125, 126, 65_535, 65_536, 70_000] {
+            let frame = ServerFrame::error(
+                protocol::ErrorCode::BadFrame,
+                "é".repeat(body_len / 2),
+                None,
+            );
+            let wire = encode(&frame);
+            let json = frame.to_json();
+            assert_eq!(wire.text(), json);
+            assert_eq!(wire.payload_len(), json.len());
+            let (header, len) = parsed(&wire);
+            assert!(header.is_final);
+            assert_eq!(header.opcode, OpCode::Data(Data::Text));
+            assert_eq!(header.mask, None);
+            assert_eq!(len, json.len());
+            let header_len = wire.bytes().len() - json.len();
+            let expected = match json.len() {
+                0..=125 => 2,
+                126..=65_535 => 4,
+                _ => 10,
+            };
+            assert_eq!(header_len, expected, "payload of {} bytes", json.len());
+        }
+    }
+
+    #[test]
+    fn pings_and_closes_are_control_frames_with_the_code_and_a_cut_reason() {
+        let (header, len) = parsed(&Wire::ping());
+        assert_eq!(header.opcode, OpCode::Control(Control::Ping));
+        assert_eq!(len, 0);
+        let close = Wire::close(1012, "server shutting down");
+        let (header, len) = parsed(&close);
+        assert_eq!(header.opcode, OpCode::Control(Control::Close));
+        assert_eq!(&close.bytes()[2..4], &1012u16.to_be_bytes());
+        assert_eq!(&close.bytes()[4..], b"server shutting down");
+        assert_eq!(len, 2 + "server shutting down".len());
+        // A control frame's payload is at most 125 bytes; 'é' is two bytes,
+        // so 123 falls inside one and the cut moves back to 122.
+        let long = Wire::close(1000, &"é".repeat(100));
+        let (_, len) = parsed(&long);
+        assert_eq!(len, 2 + 122);
+        assert!(std::str::from_utf8(&long.bytes()[4..]).is_ok());
+    }
 
     #[test]
     fn text_frame_decodes() {

@@ -218,8 +218,9 @@ pub struct Args {
     #[arg(long, env = "OUTBOX_CAPACITY", default_value_t = 1024)]
     pub outbox_capacity: usize,
 
-    /// Engine events (stored messages, presence, typing) queued for this
-    /// instance's hub. When the hub falls this far behind, the Redis
+    /// Engine events (stored messages, presence, typing) queued for each
+    /// shard of this instance's hub (one shard per worker thread). When a
+    /// shard falls this far behind, the Redis
     /// engine drops what arrives and the rooms concerned catch up from
     /// their streams (`chat_intake_dropped_total`); the in-process engine
     /// makes publishers wait instead.

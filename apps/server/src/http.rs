@@ -428,8 +428,9 @@ async fn ws_upgrade(
     let ctx = state.conn.clone();
     // The upgrade request's span (its request id) is the connection's parent.
     let request = tracing::Span::current();
-    upgrade.on_upgrade(&state.tracker, move |socket| async move {
-        connection::serve(socket, ctx, id, ip, request).await;
+    let capacity = ctx.config.outbox_capacity;
+    upgrade.on_upgrade(&state.tracker, capacity, move |socket, outbox| async move {
+        connection::serve(socket, outbox, ctx, id, ip, request).await;
         drop(slot);
     })
 }

@@ -3,12 +3,15 @@
 //! Modules, in reading order:
 //! - [`config`]: flags and env, validated once into [`config::Config`].
 //! - `http`: routes, the WebSocket upgrade, health, metrics, web UI, docs.
-//! - `ws`: the WebSocket upgrade and fragmented writes.
+//! - `ws`: the WebSocket upgrade; the socket split into tungstenite's
+//!   reading side and the outbox.
 //! - `connection`: one task per socket; the protocol session.
-//! - `codec`: WebSocket message ↔ protocol frame, pure.
+//! - `codec`: WebSocket message ↔ protocol frame, pure; server frames
+//!   encoded once as whole WebSocket frames.
 //! - `session`: signed session tokens.
 //! - `hub`: local rooms and members; in-order fan-out of engine events.
-//! - `outbox`: the bounded queue between the hub and one connection.
+//! - `outbox`: a connection's write side: the hub's deliveries written
+//!   at once, what the socket did not take kept for the connection.
 //! - `engine`: what instances share: a broker (history, fan-out) and a
 //!   presence store, in memory or on Redis.
 //! - `archive`: every message kept in SQLite or PostgreSQL behind the
@@ -19,8 +22,8 @@
 //! - `api`: the HTTP API for backends (`/api/v1`) and its OpenAPI
 //!   document.
 //!
-//! Dependencies point one way: http → api → admin → connection, http → ws,
-//! connection → hub → outbox, engine → archive; every module may use codec,
+//! Dependencies point one way: http → api → admin → connection, http → ws →
+//! outbox, connection → hub → outbox, engine → archive; every module may use codec,
 //! config and metrics, which use none of the others. Only `config`, `cost`,
 //! `metrics`, `archive` and `telemetry` are public (for `main`, the
 //! integration tests, the docs' tables and the archive's benchmark).
@@ -56,7 +59,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -104,7 +106,10 @@ pub async fn run(
         )),
         _ => None,
     };
-    let (events_tx, events_rx) = mpsc::channel(config.intake_capacity);
+    // One hub shard per worker thread of the runtime (issue 18): each has
+    // its own event loop, so deliveries run on every core.
+    let shards = tokio::runtime::Handle::current().metrics().num_workers();
+    let (events_tx, events_rx) = engine::Events::channel(shards, config.intake_capacity);
     let (broker, presence, board): (Arc<dyn Broker>, Arc<dyn PresenceStore>, Arc<dyn AdminBoard>) =
         match &config.redis {
             None => {
@@ -141,6 +146,7 @@ pub async fn run(
     // reference kept to the end would keep the hub's event loop alive.
     let registry = config.redis.is_some().then(|| presence.clone());
     let hub = Hub::new(
+        shards,
         broker,
         presence,
         RecoveryLimits {
@@ -158,7 +164,9 @@ pub async fn run(
         tracker.clone(),
         shutdown.clone(),
     );
-    tracker.spawn(Hub::run(Arc::downgrade(&hub), events_rx));
+    for (shard, events) in events_rx.into_iter().enumerate() {
+        tracker.spawn(Hub::run(Arc::downgrade(&hub), shard, events));
+    }
     tracker.spawn(Hub::refresh_presence(
         Arc::downgrade(&hub),
         (config.presence_ttl / 3).max(std::time::Duration::from_millis(50)),

@@ -1,27 +1,46 @@
-//! A connection's outbox: the bounded queue the hub fills and the
-//! connection task drains, and the hub's way to close a connection it cannot
-//! serve (a kick).
+//! A connection's outbox: the write side of its socket, shared by the hub
+//! (which delivers room frames) and the connection task (which replies).
 //!
-//! Why not `tokio::sync::mpsc`: a bounded tokio channel allocates its first
-//! 32-slot block and cache-padded counters when it is made, ~2 KB per
-//! connection before anything is sent, and a kick needed a second shared
-//! object. Most connections of a chat are idle most of the time; this queue
-//! is a `VecDeque` that costs nothing while empty, and one `Arc` carries
-//! both the queue and the kick.
+//! **A delivery is one write, made by whoever delivers.** When nothing
+//! waits before it, a room frame the hub delivers is written to the socket
+//! right there, with a non-blocking `write(2)` of bytes encoded once for
+//! every member ([`crate::codec::Wire`]): no task is woken, nothing is
+//! copied or framed per socket. Only what cannot be written at once waits
+//! here: the bytes the kernel did not take (the connection task writes
+//! them when the socket is writable again), and the frames of a room whose
+//! `joined` has not gone out yet (the connection passes them through its
+//! room's filter when it has).
 //!
-//! **Invariant:** [`Outbox::push`] never waits; it refuses an item once
-//! `capacity` items are waiting, and the hub then kicks the member.
-//! **Invariant:** a push or a kick wakes the connection: `notify_one` keeps a
-//! permit when the task is not waiting, so no wake-up is lost between a
-//! drain and the next wait.
+//! Why not a channel to the connection task, as before: each delivery then
+//! woke the task, which polled its socket future and copied the frame into
+//! tungstenite's write buffer; that was most of our CPU per delivery above
+//! the kernel's cost of the write (issue 18's profile). Why not
+//! `tokio::sync::mpsc` for what waits: a bounded tokio channel allocates
+//! ~2 KB per connection before anything is sent; this costs nothing while
+//! empty.
+//!
+//! **Invariant:** frames reach the socket in the order they were handed in:
+//! one lock covers the decision and the write, a frame is written at once
+//! only when nothing waits before it (no queued frame, no unwritten
+//! bytes), and unwritten bytes are whole frames or their tails.
+//! **Invariant:** [`Outbox::push`] never waits; past `capacity` waiting
+//! frames it refuses, and the hub then kicks the member.
+//! **Invariant:** for each open room the client sees `joined` first, then
+//! the room's messages in offset order, each once: a message at or below
+//! the room's `delivered` offset (already in `joined.history`) is skipped.
+//! **Invariant:** whatever waits wakes the connection: `notify_one` keeps a
+//! permit when the task is not waiting, so no wake-up is lost.
 
+use crate::codec::Wire;
 use protocol::CloseCode;
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Bytes;
 
 /// One item of a connection's outbox: a frame encoded once, behind one
 /// `Arc` shared by every local recipient (a queue slot is a pointer).
@@ -33,7 +52,7 @@ pub(crate) struct Outbound {
     /// The message's offset, or 0 for frames that are not stored messages
     /// (typing, presence), or [`Outbound::CLOSES_ROOM`].
     pub(crate) offset: u64,
-    pub(crate) frame: Utf8Bytes,
+    pub(crate) frame: Wire,
 }
 
 impl Outbound {
@@ -43,7 +62,7 @@ impl Outbound {
     pub(crate) const CLOSES_ROOM: u64 = u64::MAX;
 }
 
-/// The queue and kick of one connection; see the module doc.
+/// The write side of one connection; see the module doc.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
@@ -51,51 +70,306 @@ pub(crate) struct Outbox {
     capacity: usize,
     /// A drain's request to reconnect after this many ms
     /// ([`NO_RECONNECT`]: none). An atomic beside the lock: read once per
-    /// drain of the queue, set once in the connection's life.
+    /// wake-up, set once in the connection's life.
     reconnect_ms: AtomicU64,
 }
 
 /// [`Outbox::reconnect_ms`] when no reconnect was asked.
 const NO_RECONNECT: u64 = u64::MAX;
 
+/// Buffers one vectored write takes at most (Linux's `UIO_MAXIOV` is 1024;
+/// a few dozen cover any backlog a chat builds between two wake-ups).
+const WRITE_SLICES: usize = 64;
+
 #[derive(Debug, Default)]
 struct State {
+    /// The socket; `None` for an outbox without one (the hub's unit
+    /// tests, which read what waits) and after [`Outbox::close`].
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// Frames waiting for the connection task to pass them through its
+    /// rooms' filter (their room is not open yet, or a frame before them
+    /// waits).
     queue: VecDeque<Arc<Outbound>>,
+    /// Rooms whose `joined` went out, with the last message offset written.
+    open: Vec<OpenRoom>,
+    /// Bytes written to the outbox that the socket has not taken yet.
+    unsent: VecDeque<Bytes>,
     kicked: Option<CloseCode>,
+    /// A write failed: the peer is gone.
+    failed: bool,
 }
 
-/// The outbox already holds `capacity` items.
+#[derive(Debug)]
+struct OpenRoom {
+    room: Arc<str>,
+    delivered: u64,
+}
+
+/// The outbox already holds `capacity` waiting frames.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Full;
 
+/// What the connection task finds when it is woken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// Carry on; `unsent` says whether bytes wait for the socket.
+    Ready { unsent: bool },
+    /// The hub (or shutdown) kicked the connection: close with this code.
+    Kicked(CloseCode),
+    /// A write failed: the peer is gone.
+    Failed,
+}
+
+impl State {
+    /// Whether `item` goes to the client, by its room's filter; moves the
+    /// room's offset. `None`: its room is not open.
+    fn admit(&mut self, item: &Outbound) -> Option<bool> {
+        let at = self
+            .open
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.room, &item.room))?;
+        if item.offset == Outbound::CLOSES_ROOM {
+            self.open.swap_remove(at);
+            return Some(true);
+        }
+        let room = &mut self.open[at];
+        if item.offset != 0 {
+            if item.offset <= room.delivered {
+                return Some(false);
+            }
+            room.delivered = item.offset;
+        }
+        Some(true)
+    }
+
+    /// Writes `bytes` to the socket now if nothing waits before them and it
+    /// takes them; keeps what it does not take. Answers whether bytes wait.
+    fn write(&mut self, bytes: &Bytes) -> bool {
+        if self.failed {
+            return true;
+        }
+        if !self.unsent.is_empty() {
+            self.unsent.push_back(bytes.clone());
+            return true;
+        }
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        match socket.try_write(bytes) {
+            Ok(n) if n == bytes.len() => false,
+            Ok(n) => {
+                self.unsent.push_back(bytes.slice(n..));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.unsent.push_back(bytes.clone());
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "socket write failed");
+                self.failed = true;
+                true
+            }
+        }
+    }
+
+    /// Writes what waits for the socket, as far as it takes it; answers
+    /// whether bytes still wait.
+    fn write_unsent(&mut self) -> bool {
+        if self.unsent.is_empty() {
+            return false;
+        }
+        let Some(socket) = self.socket.clone() else {
+            self.unsent.clear();
+            return false;
+        };
+        while !self.unsent.is_empty() && !self.failed {
+            let slices: Vec<IoSlice<'_>> = self
+                .unsent
+                .iter()
+                .take(WRITE_SLICES)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            match socket.try_write_vectored(&slices) {
+                Ok(mut n) => {
+                    while n > 0 {
+                        let first = self.unsent.front_mut().expect("written bytes were queued");
+                        if n >= first.len() {
+                            n -= first.len();
+                            self.unsent.pop_front();
+                        } else {
+                            *first = first.slice(n..);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "socket write failed");
+                    self.failed = true;
+                }
+            }
+        }
+        if self.unsent.capacity() > WRITE_SLICES {
+            self.unsent = VecDeque::new();
+        }
+        !self.unsent.is_empty() && !self.failed
+    }
+}
+
 impl Outbox {
-    pub(crate) fn new(capacity: usize) -> Arc<Outbox> {
+    /// An outbox writing to `socket` (dropped, it sends FIN: when the
+    /// connection ends and [`Outbox::close`] lets go of it).
+    pub(crate) fn new(capacity: usize, socket: OwnedWriteHalf) -> Arc<Outbox> {
+        Outbox::with_socket(capacity, Some(Arc::new(socket)))
+    }
+
+    /// An outbox without a socket: frames wait in it until
+    /// [`Outbox::drain`] takes them (the hub's unit tests).
+    #[cfg(test)]
+    pub(crate) fn detached(capacity: usize) -> Arc<Outbox> {
+        Outbox::with_socket(capacity, None)
+    }
+
+    fn with_socket(capacity: usize, socket: Option<Arc<OwnedWriteHalf>>) -> Arc<Outbox> {
         Arc::new(Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                socket,
+                ..State::default()
+            }),
             wake: Notify::new(),
             capacity,
             reconnect_ms: AtomicU64::new(NO_RECONNECT),
         })
     }
 
-    /// Queues an item for the connection, without waiting.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("outbox lock")
+    }
+
+    /// Delivers a room frame without waiting: written at once when its room
+    /// is open and nothing waits before it, otherwise kept for the
+    /// connection task. `Err(Full)` past `capacity` waiting frames.
     pub(crate) fn push(&self, item: Arc<Outbound>) -> Result<(), Full> {
-        {
-            let mut state = self.state.lock().expect("outbox lock");
-            if state.queue.len() >= self.capacity {
-                return Err(Full);
+        let wake = {
+            let mut state = self.lock();
+            if state.kicked.is_some() {
+                return Ok(());
             }
-            state.queue.push_back(item);
+            let direct = state.queue.is_empty() && item.offset != Outbound::CLOSES_ROOM;
+            match if direct { state.admit(&item) } else { None } {
+                Some(false) => false,
+                Some(true) => {
+                    if state.unsent.len() >= self.capacity {
+                        return Err(Full);
+                    }
+                    state.write(item.frame.bytes())
+                }
+                None => {
+                    if state.queue.len() + state.unsent.len() >= self.capacity {
+                        return Err(Full);
+                    }
+                    state.queue.push_back(item);
+                    true
+                }
+            }
+        };
+        if wake {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
         Ok(())
+    }
+
+    /// Writes one frame of the connection's own (a reply, a ping, a close),
+    /// after whatever waits. Answers whether bytes wait for the socket
+    /// (then [`Outbox::flush`] them).
+    pub(crate) fn write(&self, bytes: &Bytes) -> bool {
+        self.lock().write(bytes)
+    }
+
+    /// Wakes the connection task (bytes wait for the socket).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Opens `room` for direct delivery once its `joined` went out:
+    /// messages up to `delivered` are skipped (the joiner has them).
+    /// Reopening keeps the higher of the two offsets.
+    pub(crate) fn open_room(&self, room: &Arc<str>, delivered: u64) {
+        let mut state = self.lock();
+        match state.open.iter_mut().find(|r| Arc::ptr_eq(&r.room, room)) {
+            Some(r) => r.delivered = r.delivered.max(delivered),
+            None => {
+                // Exactly: most connections join one or two rooms.
+                state.open.reserve_exact(1);
+                state.open.push(OpenRoom {
+                    room: room.clone(),
+                    delivered,
+                });
+            }
+        }
+    }
+
+    /// Stops direct delivery of `room` (a leave, or a join of a room already
+    /// open, until its new `joined` went out). Answers its offset.
+    pub(crate) fn close_room(&self, room: &Arc<str>) -> Option<u64> {
+        let mut state = self.lock();
+        let at = state.open.iter().position(|r| Arc::ptr_eq(&r.room, room))?;
+        Some(state.open.swap_remove(at).delivered)
+    }
+
+    /// The connection task was woken: writes the frames that waited for it
+    /// (each through its room's filter; one of a room that is not open is
+    /// dropped: the connection left it), then as much of the unsent bytes
+    /// as the socket takes. `closed` gets the rooms the hub closed
+    /// ([`Outbound::CLOSES_ROOM`]).
+    pub(crate) fn on_wake(&self, closed: &mut Vec<Arc<str>>) -> Woken {
+        let mut state = self.lock();
+        if let Some(code) = state.kicked {
+            state.queue.clear();
+            return Woken::Kicked(code);
+        }
+        while let Some(item) = state.queue.pop_front() {
+            if state.admit(&item) == Some(true) {
+                if item.offset == Outbound::CLOSES_ROOM {
+                    closed.push(item.room.clone());
+                }
+                state.write(item.frame.bytes());
+            }
+        }
+        if state.queue.capacity() > WRITE_SLICES {
+            state.queue = VecDeque::new();
+        }
+        let unsent = state.write_unsent();
+        if state.failed {
+            return Woken::Failed;
+        }
+        Woken::Ready { unsent }
+    }
+
+    /// Waits until the socket took every unsent byte. Errors: the peer is
+    /// gone (a failed write), as `BrokenPipe`.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        loop {
+            let socket = {
+                let mut state = self.lock();
+                if !state.write_unsent() {
+                    if state.failed {
+                        return Err(io::ErrorKind::BrokenPipe.into());
+                    }
+                    return Ok(());
+                }
+                state.socket.clone().expect("unsent bytes have a socket")
+            };
+            socket.writable().await?;
+        }
     }
 
     /// Asks the connection to close with `code` (the first reason wins).
     /// Returns whether this was the first kick.
     pub(crate) fn kick(&self, code: CloseCode) -> bool {
         let first = {
-            let mut state = self.state.lock().expect("outbox lock");
+            let mut state = self.lock();
             let first = state.kicked.is_none();
             if first {
                 state.kicked = Some(code);
@@ -104,6 +378,16 @@ impl Outbox {
         };
         self.wake.notify_one();
         first
+    }
+
+    /// Lets go of the socket once the connection ended: a member entry the
+    /// hub still holds then keeps no descriptor open and writes nothing.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.socket = None;
+        state.unsent.clear();
+        state.queue.clear();
+        state.open.clear();
     }
 
     /// Asks the connection to tell its client to reconnect after `delay`
@@ -126,19 +410,18 @@ impl Outbox {
         }
     }
 
-    /// Resolves when something was pushed or a kick came since the last
-    /// drain (possibly spuriously: the queue may be empty by then).
+    /// Resolves when something waits for the connection task, or a kick or
+    /// a reconnect came (possibly spuriously).
     pub(crate) async fn changed(&self) {
         self.wake.notified().await
     }
 
-    /// Moves every waiting item into `into` (which must be empty) and
-    /// returns the kick, if the hub kicked the connection: it then closes
-    /// with that code before writing anything else. Swapping buffers keeps
-    /// the steady state free of allocation; the caller bounds what it keeps.
+    /// Takes every frame that waits (into `into`, which must be empty) and
+    /// returns the kick: what the hub handed a socket-less outbox.
+    #[cfg(test)]
     pub(crate) fn drain(&self, into: &mut VecDeque<Arc<Outbound>>) -> Option<CloseCode> {
         debug_assert!(into.is_empty());
-        let mut state = self.state.lock().expect("outbox lock");
+        let mut state = self.lock();
         std::mem::swap(&mut state.queue, into);
         state.kicked
     }
@@ -153,13 +436,13 @@ mod tests {
         Arc::new(Outbound {
             room: Arc::from("lobby"),
             offset,
-            frame: Utf8Bytes::from_static("{}"),
+            frame: crate::codec::encode(&protocol::ServerFrame::Pong),
         })
     }
 
     #[test]
     fn refuses_past_capacity_and_accepts_again_after_a_drain() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::detached(2);
         assert_eq!(outbox.push(item(1)), Ok(()));
         assert_eq!(outbox.push(item(2)), Ok(()));
         assert_eq!(outbox.push(item(3)), Err(Full));
@@ -177,7 +460,7 @@ mod tests {
 
     #[test]
     fn the_first_kick_wins() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::detached(4);
         assert!(outbox.kick(CloseCode::TryAgainLater));
         assert!(!outbox.kick(CloseCode::InternalError));
         let mut batch = VecDeque::new();
@@ -186,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_before_the_wait_is_not_lost() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::detached(4);
         outbox.push(item(1)).unwrap();
         tokio::time::timeout(Duration::from_secs(5), outbox.changed())
             .await
@@ -195,7 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_a_waiting_task() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::detached(4);
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move {
@@ -216,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kick_wakes_a_waiting_task() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::detached(4);
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move {
@@ -231,5 +514,178 @@ mod tests {
             .expect("woken")
             .unwrap();
         assert_eq!(kicked, Some(CloseCode::TryAgainLater));
+    }
+
+    /// A connected pair: the outbox's socket (server side) and the peer.
+    async fn pair(capacity: usize) -> (Arc<Outbox>, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = tokio::net::TcpStream::from_std(server).unwrap();
+        // The reactor learns the socket is writable on its first turn.
+        server.writable().await.unwrap();
+        // Dropping the read half leaves the socket open.
+        let (_, write) = server.into_split();
+        (Outbox::new(capacity, write), peer)
+    }
+
+    fn message(room: &Arc<str>, offset: u64, text: &str) -> Arc<Outbound> {
+        Arc::new(Outbound {
+            room: room.clone(),
+            offset,
+            frame: crate::codec::encode(&protocol::ServerFrame::error(
+                protocol::ErrorCode::BadFrame,
+                text,
+                None,
+            )),
+        })
+    }
+
+    /// Reads whole frames from the peer until `n` came; answers their
+    /// messages.
+    fn read_frames(peer: &mut std::net::TcpStream, n: usize) -> Vec<String> {
+        use std::io::Read;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while out.len() < n {
+            let got = peer.read(&mut chunk).expect("the frames arrive");
+            assert!(got > 0, "the socket closed");
+            buf.extend_from_slice(&chunk[..got]);
+            loop {
+                if buf.len() < 2 {
+                    break;
+                }
+                let (header, len) = match buf[1] & 0x7f {
+                    126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+                    127 if buf.len() >= 10 => (
+                        10,
+                        u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    ),
+                    126 | 127 => break,
+                    n => (2, n as usize),
+                };
+                if buf.len() < header + len {
+                    break;
+                }
+                let json: serde_json::Value =
+                    serde_json::from_slice(&buf[header..header + len]).expect("a whole JSON frame");
+                out.push(json["message"].as_str().unwrap_or_default().to_owned());
+                buf.drain(..header + len);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_open_rooms_frame_is_written_at_once_and_a_seen_offset_skipped() {
+        let (outbox, mut peer) = pair(16).await;
+        let room: Arc<str> = Arc::from("lobby");
+        outbox.open_room(&room, 1);
+        outbox.push(message(&room, 1, "one")).unwrap();
+        outbox.push(message(&room, 2, "two")).unwrap();
+        outbox.push(message(&room, 2, "two again")).unwrap();
+        outbox.push(message(&room, 0, "typing")).unwrap();
+        // Nothing waits for the connection task: the hub wrote them.
+        assert_eq!(
+            outbox.on_wake(&mut Vec::new()),
+            Woken::Ready { unsent: false }
+        );
+        assert_eq!(read_frames(&mut peer, 2), ["two", "typing"]);
+    }
+
+    #[tokio::test]
+    async fn a_joining_rooms_frames_wait_for_its_joined_and_keep_later_frames_behind_them() {
+        let (outbox, mut peer) = pair(16).await;
+        let (lobby, open): (Arc<str>, Arc<str>) = (Arc::from("lobby"), Arc::from("open"));
+        outbox.open_room(&open, 0);
+        outbox.push(message(&lobby, 3, "in the history")).unwrap();
+        outbox
+            .push(message(&lobby, 4, "after the history"))
+            .unwrap();
+        // Behind the lobby's frames, though its own room is open.
+        outbox.push(message(&open, 1, "open room")).unwrap();
+        assert!(!outbox.write(encode_reply("joined").bytes()));
+        outbox.open_room(&lobby, 3);
+        assert_eq!(
+            outbox.on_wake(&mut Vec::new()),
+            Woken::Ready { unsent: false }
+        );
+        outbox.push(message(&open, 2, "direct again")).unwrap();
+        assert_eq!(
+            read_frames(&mut peer, 4),
+            ["joined", "after the history", "open room", "direct again"]
+        );
+        // A left room's frames are dropped.
+        assert_eq!(outbox.close_room(&lobby), Some(4));
+        outbox.push(message(&lobby, 5, "left")).unwrap();
+        outbox.on_wake(&mut Vec::new());
+        outbox.push(message(&open, 3, "still open")).unwrap();
+        assert_eq!(read_frames(&mut peer, 1), ["still open"]);
+    }
+
+    fn encode_reply(text: &str) -> crate::codec::Wire {
+        crate::codec::encode(&protocol::ServerFrame::error(
+            protocol::ErrorCode::BadFrame,
+            text,
+            None,
+        ))
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_waits_in_order_and_past_capacity_is_refused() {
+        let (outbox, mut peer) = pair(64).await;
+        let room: Arc<str> = Arc::from("lobby");
+        outbox.open_room(&room, 0);
+        // 16 KiB frames until the kernel's buffers are full (the peer does
+        // not read yet).
+        let big = "x".repeat(16 * 1024);
+        let mut offset = 0;
+        let mut refused = false;
+        while offset < 10_000 {
+            offset += 1;
+            if outbox.push(message(&room, offset, &big)).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a peer that reads nothing fills the outbox");
+        let pushed = offset - 1;
+        let flushing = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.flush().await }
+        });
+        let reader = tokio::task::spawn_blocking(move || read_frames(&mut peer, pushed as usize));
+        let frames = reader.await.unwrap();
+        assert_eq!(frames.len(), pushed as usize);
+        assert!(frames.iter().all(|f| f == &big), "whole frames, in order");
+        flushing.await.unwrap().expect("flushed");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_closed_peer_fails_the_connection() {
+        let (outbox, peer) = pair(16).await;
+        drop(peer);
+        let room: Arc<str> = Arc::from("lobby");
+        outbox.open_room(&room, 0);
+        // The first write may still be taken (the peer's RST comes back);
+        // a later one fails.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut offset = 0;
+        loop {
+            offset += 1;
+            let _ = outbox.push(message(&room, offset, "x"));
+            if outbox.on_wake(&mut Vec::new()) == Woken::Failed {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write never failed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(outbox.flush().await.is_err());
     }
 }

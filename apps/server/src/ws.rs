@@ -1,40 +1,43 @@
 //! The WebSocket transport: the HTTP/1.1 upgrade (RFC 6455 §4.2) on hyper,
-//! and writing a text message as frames of bounded size.
+//! and the socket split into its two sides.
 //!
-//! Why not axum's `WebSocketUpgrade`: its socket hides tungstenite's raw
-//! frames. tungstenite formats each frame whole into a write buffer that
-//! keeps its largest size for the life of the socket, so one 3 KB `joined`
-//! (a member list) cost an idle connection 3 KB for as long as it stayed.
-//! Written in fragments of [`FRAGMENT`] bytes, a message of any size leaves
-//! at most about two fragments of buffer behind. Browsers and every client
-//! library reassemble fragmented messages (RFC 6455 §5.4).
+//! Reading is tungstenite's (frame parsing, unmasking, reassembly, the
+//! pong it owes a ping, the close handshake). Writing is the connection's
+//! [`Outbox`]: every frame the server writes is encoded whole once
+//! ([`crate::codec::Wire`]) and written with one non-blocking write, by
+//! the hub for room frames. tungstenite's own few writes (pongs, the close
+//! reply) go through the same outbox, so frames never interleave.
 //!
-//! Owns nothing past the upgrade: the socket goes to the callback, which is
-//! [`crate::connection::serve`].
+//! Why not axum's `WebSocketUpgrade`: its socket owns the TCP stream, so
+//! every write had to go through the connection task and tungstenite's
+//! write buffer (a task wake-up and a copy per delivered message).
+//!
+//! Owns nothing past the upgrade: the socket and its outbox go to the
+//! callback, which is [`crate::connection::serve`].
 
+use crate::outbox::Outbox;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
-/// An upgraded connection.
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Largest frame the server writes; longer text messages are fragmented.
-/// Also the socket's write-buffer threshold (see [`config`]), so a socket
-/// keeps at most about two fragments of write buffer.
-pub(crate) const FRAGMENT: usize = 1024;
+/// An upgraded connection, as the connection task reads it.
+pub(crate) type Socket = WebSocketStream<ReadSide>;
 
 /// Largest WebSocket message the transport reads at all. Frames between the
 /// protocol's 64 KiB and this are read, then refused with close 1009 by the
@@ -47,13 +50,67 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 /// limit, tested).
 const READ_BUFFER: usize = 1024;
 
-/// The socket settings every connection gets.
+/// The socket settings every connection gets. tungstenite's write buffer
+/// holds only its own control frames, handed to the outbox at once.
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(FRAGMENT)
+        .write_buffer_size(0)
+}
+
+/// The side of a socket tungstenite is given: it reads the TCP stream
+/// (after the bytes hyper had read past the upgrade request), and what
+/// tungstenite writes goes to the connection's outbox, after what waits
+/// there.
+pub(crate) struct ReadSide {
+    /// tokio's read half: a short read clears its readiness, so a frame
+    /// costs one `recvfrom`, not a second one answered `EAGAIN`.
+    tcp: OwnedReadHalf,
+    /// Bytes hyper read past the request before it handed the socket over.
+    early: Bytes,
+    outbox: Arc<Outbox>,
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.early.is_empty() {
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Whole frames: tungstenite hands over its buffer of complete
+        // frames, and the outbox takes it all (what the socket does not take
+        // waits there, and the connection task flushes it).
+        if self.outbox.write(&Bytes::copy_from_slice(buf)) {
+            self.outbox.wake();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// A valid upgrade request, not yet answered.
@@ -114,27 +171,29 @@ fn check(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refused> {
 }
 
 impl Upgrade {
-    /// Answers 101 and runs `serve` on the socket once hyper hands it over,
-    /// as a task of `tracker` (so shutdown waits for it).
-    pub(crate) fn on_upgrade<F, Fut>(self, tracker: &TaskTracker, serve: F) -> Response
+    /// Answers 101 and runs `serve` on the socket and its outbox (of
+    /// `outbox_capacity` waiting frames) once hyper hands it over, as a
+    /// task of `tracker` (so shutdown waits for it).
+    pub(crate) fn on_upgrade<F, Fut>(
+        self,
+        tracker: &TaskTracker,
+        outbox_capacity: usize,
+        serve: F,
+    ) -> Response
     where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
+        F: FnOnce(Socket, Arc<Outbox>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
         tracker.spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config()),
-                    )
-                    .await;
-                    serve(socket).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+            };
+            match split(upgraded, outbox_capacity).await {
+                Ok((socket, outbox)) => serve(socket, outbox).await,
+                Err(e) => tracing::error!(error = %e, "websocket upgrade failed"),
             }
         });
         (
@@ -152,38 +211,25 @@ impl Upgrade {
     }
 }
 
-/// Feeds one text message into the socket (not flushed), as frames of at
-/// most [`FRAGMENT`] bytes cut at character boundaries. The payload is
-/// shared, not copied, until tungstenite writes it.
-pub(crate) async fn feed_text(
-    socket: &mut Socket,
-    text: Utf8Bytes,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    if text.len() <= FRAGMENT {
-        return socket.feed(Message::Text(text)).await;
-    }
-    let bytes = tokio_tungstenite::tungstenite::Bytes::from(text);
-    let mut start = 0;
-    let mut opcode = OpCode::Data(Data::Text);
-    while start < bytes.len() {
-        let end = fragment_end(&bytes, start);
-        let last = end == bytes.len();
-        let frame = Frame::message(bytes.slice(start..end), opcode, last);
-        socket.feed(Message::Frame(frame)).await?;
-        opcode = OpCode::Data(Data::Continue);
-        start = end;
-    }
-    Ok(())
-}
-
-/// End of the fragment starting at `start`: at most [`FRAGMENT`] bytes, not
-/// inside a UTF-8 sequence (continuation bytes are `0b10xx_xxxx`).
-fn fragment_end(text: &[u8], start: usize) -> usize {
-    let mut end = (start + FRAGMENT).min(text.len());
-    while end < text.len() && end > start + 1 && (text[end] & 0xC0) == 0x80 {
-        end -= 1;
-    }
-    end
+/// The TCP stream under hyper's upgraded connection, as a socket to read
+/// and an outbox to write. Errors: the connection is not a plain TCP
+/// stream (the server accepts nothing else: TLS ends at the proxy).
+async fn split(
+    upgraded: Upgraded,
+    outbox_capacity: usize,
+) -> Result<(Socket, Arc<Outbox>), &'static str> {
+    let parts = upgraded
+        .downcast::<TokioIo<TcpStream>>()
+        .map_err(|_| "the upgraded connection is not a TCP stream")?;
+    let (read, write) = parts.io.into_inner().into_split();
+    let outbox = Outbox::new(outbox_capacity, write);
+    let side = ReadSide {
+        tcp: read,
+        early: parts.read_buf,
+        outbox: outbox.clone(),
+    };
+    let socket = WebSocketStream::from_raw_socket(side, Role::Server, Some(config())).await;
+    Ok((socket, outbox))
 }
 
 #[cfg(test)]
@@ -247,22 +293,5 @@ mod tests {
             check(&Method::GET, &headers(&old)).unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
-    }
-
-    #[test]
-    fn fragments_are_bounded_and_never_split_a_character() {
-        // 'é' is two bytes: an odd FRAGMENT boundary falls inside one.
-        let text = format!("x{}", "é".repeat(3000));
-        let mut start = 0;
-        let mut pieces = Vec::new();
-        while start < text.len() {
-            let end = fragment_end(text.as_bytes(), start);
-            assert!(end - start <= FRAGMENT && end > start);
-            // Slicing a str panics off a character boundary.
-            pieces.push(&text[start..end]);
-            start = end;
-        }
-        assert!(pieces.len() > 1);
-        assert_eq!(pieces.concat(), text);
     }
 }

@@ -16,6 +16,9 @@
 //!   replay p99, the survivor's peak CPU.
 //! - `idle`: holds C connections joined to rooms and reports the servers'
 //!   resident memory per connection (read from `/proc/<pid>/status`).
+//! - `joinburst`: C clients connect, say hello and join at once, spread
+//!   over the instances and R rooms; p50/p99/max of the join (`join` sent →
+//!   `joined` read) and of the whole sign-in (connect → `joined`).
 //!
 //! Prints a table for people and, with `--json`, one JSON line for machines.
 
@@ -111,6 +114,14 @@ enum Mode {
     /// process); prints its tally as JSON.
     #[command(hide = true)]
     Attack(hostile::AttackArgs),
+    /// C clients connect and join at the same moment: join latency
+    /// percentiles.
+    Joinburst {
+        #[arg(long, default_value_t = 5000)]
+        connections: usize,
+        #[arg(long, default_value_t = 500)]
+        rooms: usize,
+    },
     /// Hold connections and report server memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -769,6 +780,88 @@ async fn idle(
     }))
 }
 
+/// `joinburst`: every client starts at once (all tasks are spawned, then
+/// released together by one barrier); each connects, says hello, then
+/// sends `join` and reads until `joined`. Times are per client, in ms.
+async fn join_burst(
+    urls: &[String],
+    connections: usize,
+    rooms: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let start = Arc::new(tokio::sync::Barrier::new(connections + 1));
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let url = urls[i % urls.len()].clone();
+        let room = format!("burst-{}", i % rooms.max(1));
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let began = Instant::now();
+            let mut ws = open(&url).await?;
+            send(
+                &mut ws,
+                &ClientFrame::Hello {
+                    name: format!("b{i}"),
+                    token: None,
+                },
+            )
+            .await?;
+            match recv(&mut ws).await? {
+                ServerFrame::Welcome { .. } => {}
+                other => bail!("expected welcome, got {other:?}"),
+            }
+            let asked = Instant::now();
+            send(&mut ws, &ClientFrame::Join { room, since: None }).await?;
+            loop {
+                match recv(&mut ws).await? {
+                    ServerFrame::Joined { .. } => break,
+                    ServerFrame::Presence { .. } => {}
+                    other => bail!("expected joined, got {other:?}"),
+                }
+            }
+            let done = Instant::now();
+            anyhow::Ok((
+                ws,
+                (done - asked).as_micros() as u64,
+                (done - began).as_micros() as u64,
+            ))
+        }));
+    }
+    let began = Instant::now();
+    start.wait().await;
+    let (mut join, mut whole, mut held, mut failed) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for task in tasks {
+        match task.await? {
+            Ok((ws, j, w)) => {
+                join.push(j);
+                whole.push(w);
+                held.push(ws);
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("  a client failed: {e:#}");
+                }
+            }
+        }
+    }
+    let all_in = began.elapsed();
+    join.sort_unstable();
+    whole.sort_unstable();
+    drop(held);
+    Ok(serde_json::json!({
+        "mode": "joinburst", "connections": connections, "rooms": rooms,
+        "joined": join.len(), "failed": failed,
+        "all_joined_s": all_in.as_secs_f64(),
+        "join_ms": {
+            "p50": percentile(&join, 0.50), "p99": percentile(&join, 0.99), "max": percentile(&join, 1.0),
+        },
+        "connect_to_joined_ms": {
+            "p50": percentile(&whole, 0.50), "p99": percentile(&whole, 0.99), "max": percentile(&whole, 1.0),
+        },
+    }))
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat`'s utime and stime
 /// (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
 pub(crate) const CLK_TCK: f64 = 100.0;
@@ -862,6 +955,7 @@ async fn run() -> anyhow::Result<()> {
             pids,
             settle,
         } => idle(&cli.urls, connections, rooms, &pids, settle).await?,
+        Mode::Joinburst { connections, rooms } => join_burst(&cli.urls, connections, rooms).await?,
     };
     print_table(&cli.label, &result);
     if cli.json {

@@ -68,6 +68,11 @@ impl Connection {
                     .await;
             }
         }
+        // The frames most clients send often (send, typing, ping) run in
+        // this future; the others are boxed, each for its moment, so this
+        // future (allocated per frame, see `Connection::run`) stays small:
+        // a block of a kilobyte or more costs glibc's malloc a sweep of its
+        // fast bins each time (`malloc_consolidate`, issue 18's profile).
         match frame {
             ClientFrame::Hello { .. } => {
                 self.error(ErrorCode::BadFrame, "hello was already said", None)
@@ -75,9 +80,9 @@ impl Connection {
             }
             ClientFrame::Join { room, since } => {
                 let span = telemetry::frame_span(FrameSpan::Join, &room);
-                self.join(&room, since).instrument(span).await
+                Box::pin(self.join(&room, since).instrument(span)).await
             }
-            ClientFrame::Leave { room } => self.leave(&room).await,
+            ClientFrame::Leave { room } => Box::pin(self.leave(&room)).await,
             ClientFrame::Send { room, id, body } => {
                 let span = telemetry::frame_span(FrameSpan::Publish, &room);
                 self.send(&room, id, &body).instrument(span).await
@@ -86,11 +91,11 @@ impl Connection {
                 room,
                 before,
                 limit,
-            } => self.history(&room, before, limit).await,
+            } => Box::pin(self.history(&room, before, limit)).await,
             ClientFrame::Typing { room } => self.typing(&room).await,
-            ClientFrame::Rooms { cursor, limit } => self.list_rooms(cursor, limit).await,
+            ClientFrame::Rooms { cursor, limit } => Box::pin(self.list_rooms(cursor, limit)).await,
             ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
-            ClientFrame::Refresh { token } => self.refresh(&token).await,
+            ClientFrame::Refresh { token } => Box::pin(self.refresh(&token)).await,
         }
     }
 
@@ -199,23 +204,35 @@ impl Connection {
             outbox: self.outbox.clone(),
             presence_from: 0,
         };
+        // A room joined again waits for its new `joined` like a new one:
+        // its messages until then queue in the outbox.
+        let rejoined = self
+            .room_index(name.as_str())
+            .map(|i| self.rooms[i].key.clone())
+            .and_then(|key| Some((self.outbox.close_room(&key)?, key)));
         let joined = match self.ctx.hub.join(&name, member, since.as_ref()).await {
             Ok(joined) => joined,
-            Err(e) => return self.unavailable(e, None).await,
+            Err(e) => {
+                if let Some((delivered, key)) = rejoined {
+                    self.outbox.open_room(&key, delivered);
+                }
+                return self.unavailable(e, None).await;
+            }
         };
         let offset = joined.recovery.position.offset;
+        let key = joined.key.clone();
         match self.room_index(name.as_str()) {
-            Some(i) => self.rooms[i].delivered = self.rooms[i].delivered.max(offset),
+            Some(i) => self.rooms[i].key = key.clone(),
             None => {
                 // Exactly: most connections join one or two rooms.
                 self.rooms.reserve_exact(1);
                 self.rooms.push(JoinedRoom {
                     name: name.clone(),
-                    key: joined.key.clone(),
-                    delivered: offset,
-                })
+                    key: key.clone(),
+                });
             }
         }
+        let delivered = rejoined.map_or(offset, |(d, _)| d.max(offset));
         let mut history = joined.recovery.history;
         let cut = keep_newest_within(&mut history, self.ctx.config.max_reply_bytes);
         let frame = ServerFrame::Joined {
@@ -227,6 +244,9 @@ impl Connection {
             recovered: joined.recovery.recovered && !cut,
         };
         let bytes = self.reply_len(&frame).await?;
+        // Now its messages after the history go out, those that waited first.
+        self.outbox.open_room(&key, delivered);
+        self.forward().await?;
         self.charge_reply(bytes);
         Ok(())
     }
@@ -275,7 +295,8 @@ impl Connection {
             return Ok(());
         };
         if let Some(i) = self.room_index(name.as_str()) {
-            self.rooms.swap_remove(i);
+            let room = self.rooms.swap_remove(i);
+            self.outbox.close_room(&room.key);
         }
         self.ctx.hub.leave(&name, self.id).await;
         self.reply(&ServerFrame::Left {

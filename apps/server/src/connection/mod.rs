@@ -2,8 +2,8 @@
 //! and [`crate::codec`], asks the [`Hub`] to act, and writes replies and
 //! the frames the hub queued in this connection's bounded outbox.
 //!
-//! Owns the session state of one client (user, joined rooms and the last
-//! offset delivered per room, rate limit, heartbeats). Does not own room
+//! Owns the session state of one client (user, joined rooms, rate limit,
+//! heartbeats). Does not own room
 //! state (the hub does) or storage (the engine does).
 //!
 //! By step: [`hello`] (sign-in), [`frames`] (each client frame), this
@@ -11,8 +11,9 @@
 //! [`live`] (the registry shutdown goes through).
 //!
 //! **Invariant:** for each joined room the client sees `joined` first, then
-//! the room's messages in offset order, each once: outbox messages at or
-//! below the last delivered offset (already in `joined.history`) are skipped.
+//! the room's messages in offset order, each once: the room is opened in
+//! the outbox, at the offset of `joined`, only once `joined` went out
+//! (see [`crate::outbox`]).
 
 mod frames;
 mod hello;
@@ -20,16 +21,16 @@ mod live;
 
 pub(crate) use self::live::Live;
 
-use crate::codec::encode;
+use crate::codec::{encode, Wire};
 use crate::config::Config;
 use crate::cost::{AddressKey, Bucket, Costs, Payer};
 use crate::engine::EngineError;
 use crate::hub::{ConnId, Hub};
 use crate::metrics as m;
-use crate::outbox::{Outbound, Outbox};
+use crate::outbox::{Outbox, Woken};
 use crate::session::Sessions;
-use crate::ws::{self, Socket};
-use futures_util::{SinkExt, StreamExt};
+use crate::ws::Socket;
+use futures_util::StreamExt;
 use protocol::limits::{BAD_FRAME_LIMIT, BAD_FRAME_WINDOW_SECS};
 use protocol::{CloseCode, ErrorCode, ReconnectReason, RoomName, ServerFrame, User};
 use std::collections::VecDeque;
@@ -37,8 +38,6 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self as tungstenite, Message, Utf8Bytes};
 use tracing::Instrument;
 
 /// What every connection of an instance shares.
@@ -62,22 +61,17 @@ enum End {
     Gone,
 }
 
-/// A joined room, as this connection sees it.
+/// A joined room, as this connection sees it (the outbox keeps the last
+/// offset written to the client).
 struct JoinedRoom {
     name: RoomName,
-    /// The hub's key of the room: the same `Arc` every [`Outbound`] of the
-    /// room carries, so matching an outbox item is a pointer comparison.
+    /// The hub's key of the room: the same `Arc` every
+    /// [`crate::outbox::Outbound`] of the room carries.
     key: Arc<str>,
-    /// Last message offset written to the client for this room.
-    delivered: u64,
 }
 
 /// Longest pause of a connection's reading after a refused frame.
 const MAX_READ_PAUSE: Duration = Duration::from_secs(5);
-
-/// Outbox items a connection keeps room for between drains; a burst beyond
-/// it allocates for the burst only.
-const KEPT_BATCH_CAPACITY: usize = 64;
 
 /// Serves one upgraded WebSocket until it closes.
 ///
@@ -88,6 +82,7 @@ const KEPT_BATCH_CAPACITY: usize = 64;
 /// of the connection's span.
 pub(crate) fn serve(
     socket: Socket,
+    outbox: Arc<Outbox>,
     ctx: Arc<ConnContext>,
     id: ConnId,
     ip: IpAddr,
@@ -100,7 +95,7 @@ pub(crate) fn serve(
         user = tracing::field::Empty,
         server = %ctx.config.instance_id
     );
-    let mut conn = Connection::new(socket, ctx, id, ip);
+    let mut conn = Connection::new(socket, outbox, ctx, id, ip);
     conn.ctx.live.add(id, conn.outbox.clone());
     async move {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -122,9 +117,8 @@ struct Connection {
     /// Joined rooms (at most `max_rooms_per_conn`; a short list scanned by
     /// pointer is cheaper per delivered message than hashing the name).
     rooms: Vec<JoinedRoom>,
+    /// The socket's write side, shared with the hub.
     outbox: Arc<Outbox>,
-    /// What the last drain of the outbox took (empty between drains).
-    batch: VecDeque<Arc<Outbound>>,
     /// The connection's bucket and its address's key.
     payer: Payer,
     /// Set when a frame was refused `rate_limited`: the socket is not read
@@ -160,15 +154,19 @@ struct HostGrant {
 pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 impl Connection {
-    fn new(socket: Socket, ctx: Arc<ConnContext>, id: ConnId, ip: IpAddr) -> Connection {
-        let cfg = &ctx.config;
+    fn new(
+        socket: Socket,
+        outbox: Arc<Outbox>,
+        ctx: Arc<ConnContext>,
+        id: ConnId,
+        ip: IpAddr,
+    ) -> Connection {
         Connection {
             socket,
             id,
             user: None,
             rooms: Vec::new(),
-            outbox: Outbox::new(cfg.outbox_capacity),
-            batch: VecDeque::new(),
+            outbox,
             payer: Payer {
                 bucket: Bucket::new(Instant::now()),
                 address: AddressKey::of(ip),
@@ -226,60 +224,51 @@ impl Connection {
         }
     }
 
-    /// Writes what the hub queued since the last drain, flushed once; or
-    /// closes as the hub (or shutdown) asked.
+    /// Writes what waited for this task (frames of a room whose `joined`
+    /// just went out, bytes the socket did not take); or closes as the hub
+    /// (or shutdown) asked.
     async fn forward(&mut self) -> Result<(), End> {
-        if let Some(code) = self.outbox.drain(&mut self.batch) {
-            self.batch.clear();
-            if code == CloseCode::ServiceRestart {
-                return Err(self.shutting_down().await);
-            }
-            return Err(End::Close(code, kick_reason(code)));
+        let mut closed = Vec::new();
+        let unsent = match self.outbox.on_wake(&mut closed) {
+            Woken::Ready { unsent } => unsent,
+            Woken::Failed => return Err(End::Gone),
+            Woken::Kicked(CloseCode::ServiceRestart) => return Err(self.shutting_down().await),
+            Woken::Kicked(code) => return Err(End::Close(code, kick_reason(code))),
+        };
+        // The hub closed these rooms (the admin view): the client was told.
+        for key in closed {
+            self.rooms.retain(|r| !Arc::ptr_eq(&r.key, &key));
         }
         if let Some(delay) = self.outbox.take_reconnect() {
             Box::pin(self.reconnect_after(delay)).await?;
         }
-        let mut pending = false;
-        while let Some(item) = self.batch.pop_front() {
-            if let Some(frame) = self.admit(&item) {
-                pending = true;
-                if let Err(end) =
-                    timed(self.write_timeout(), ws::feed_text(&mut self.socket, frame)).await
-                {
-                    self.batch.clear();
-                    return Err(end);
-                }
-            }
-        }
-        // A burst grew the buffer; an idle connection should not keep it.
-        if self.batch.capacity() > KEPT_BATCH_CAPACITY {
-            self.batch = VecDeque::new();
-        }
-        if pending {
-            timed(self.write_timeout(), self.socket.flush()).await?;
+        if unsent {
+            self.flush().await?;
         }
         Ok(())
     }
 
-    /// Whether an outbox item goes to the client: only for joined rooms, and
-    /// a message only if newer than the last one delivered in its room.
-    fn admit(&mut self, item: &Outbound) -> Option<Utf8Bytes> {
-        let at = self
-            .rooms
-            .iter()
-            .position(|r| Arc::ptr_eq(&r.key, &item.room))?;
-        if item.offset == Outbound::CLOSES_ROOM {
-            self.rooms.swap_remove(at);
-            return Some(item.frame.clone());
-        }
-        let room = &mut self.rooms[at];
-        if item.offset != 0 {
-            if item.offset <= room.delivered {
-                return None;
+    /// Waits until the socket took every byte written to the outbox: a
+    /// client that does not take them within the write timeout is dropped
+    /// (it reconnects and recovers by offset).
+    async fn flush(&mut self) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout(), self.outbox.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!("write timed out; dropping the client");
+                Err(End::Gone)
             }
-            room.delivered = item.offset;
         }
-        Some(item.frame.clone())
+    }
+
+    /// Writes one frame of this connection's own, after what waits, and
+    /// waits until the socket took it.
+    async fn write(&mut self, wire: &Wire) -> Result<(), End> {
+        if self.outbox.write(wire.bytes()) {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     async fn heartbeat(&mut self) -> Result<(), End> {
@@ -287,11 +276,7 @@ impl Connection {
             tracing::info!("peer silent past the idle timeout; dropping it");
             return Err(End::Gone);
         }
-        timed(
-            self.write_timeout(),
-            self.socket.send(Message::Ping(Default::default())),
-        )
-        .await
+        self.write(&Wire::ping()).await
     }
 
     /// The session signed in (or refreshed) with host token `host`: its
@@ -346,16 +331,9 @@ impl Connection {
     /// [`Connection::reply`], answering how many bytes were sent.
     async fn reply_len(&mut self, frame: &ServerFrame) -> Result<usize, End> {
         metrics::counter!(m::FRAMES_OUT, "type" => frame.kind()).increment(1);
-        let bytes = encode(frame);
-        let len = bytes.len();
-        let limit = self.write_timeout();
-        let socket = &mut self.socket;
-        timed(limit, async move {
-            ws::feed_text(socket, bytes).await?;
-            socket.flush().await
-        })
-        .await?;
-        Ok(len)
+        let wire = encode(frame);
+        self.write(&wire).await?;
+        Ok(wire.payload_len())
     }
 
     /// Sends an `error` frame; `bad_frame` errors count toward the flood rule.
@@ -412,29 +390,10 @@ impl Connection {
         }
         if let End::Close(code, reason) = end {
             tracing::debug!(code = code.code(), reason, "closing");
-            let close = Message::Close(Some(CloseFrame {
-                code: code.code().into(),
-                reason: Utf8Bytes::from_static(reason),
-            }));
-            let _ =
-                tokio::time::timeout(self.ctx.config.write_timeout, self.socket.send(close)).await;
+            let _ = self.write(&Wire::close(code.code(), reason)).await;
         }
-    }
-}
-
-/// Runs one write within `limit`: a client that does not take a frame in
-/// that time is dropped (it reconnects and recovers by offset).
-async fn timed(
-    limit: Duration,
-    io: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
-) -> Result<(), End> {
-    match tokio::time::timeout(limit, io).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => {
-            tracing::info!("write timed out; dropping the client");
-            Err(End::Gone)
-        }
+        // A member entry the hub may still hold keeps no socket open.
+        self.outbox.close();
     }
 }
 
@@ -450,8 +409,10 @@ fn kick_reason(code: CloseCode) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Size of the future a function of five arguments returns.
-    fn future_size<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+    /// Size of the future a function of six arguments returns.
+    fn future_size<A, B, C, D, E, G, F: std::future::Future>(
+        _: fn(A, B, C, D, E, G) -> F,
+    ) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -15,7 +15,7 @@
 //! and offset from the archive, so they continue.
 
 use super::{
-    new_epoch, AdminBoard, Broker, EngineError, EngineEvent, LocalPresence, Position,
+    new_epoch, AdminBoard, Broker, EngineError, EngineEvent, Events, LocalPresence, Position,
     PresenceStore, Publication, Published, RoomsCursor, RoomsPage,
 };
 use crate::archive::writer::ArchiveWriter;
@@ -27,7 +27,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// The in-process engine.
 pub(crate) struct MemoryEngine {
@@ -36,7 +35,7 @@ pub(crate) struct MemoryEngine {
     rooms: Mutex<HashMap<RoomName, Arc<MemRoom>>>,
     /// To the hub. Bounded: a hub that falls behind slows publishers down
     /// instead of growing memory.
-    events: mpsc::Sender<EngineEvent>,
+    events: Events,
     history_cap: usize,
     dedupe_window: Duration,
     /// How long a room with no member and no new message is kept
@@ -86,7 +85,7 @@ struct RoomState {
 }
 
 impl MemoryEngine {
-    pub(crate) fn new(events: mpsc::Sender<EngineEvent>, history_cap: usize) -> MemoryEngine {
+    pub(crate) fn new(events: Events, history_cap: usize) -> MemoryEngine {
         MemoryEngine {
             rooms: Mutex::new(HashMap::new()),
             events,

@@ -11,7 +11,7 @@
 //! instance, no Redis; also the test double) and [`redis::RedisEngine`] (a
 //! cluster of instances sharing Redis or Valkey). The engine never knows
 //! the hub: what it receives for subscribed rooms leaves through the
-//! [`EngineEvent`] channel that `server::run` wires to the hub.
+//! [`Events`] channels that `server::run` wires to the hub's shards.
 //!
 //! **Invariant:** every message a client receives went through
 //! [`Broker::publish`]; events for one room leave in offset order or, when a
@@ -28,6 +28,7 @@ use protocol::{ChatMessage, RoomInfo, RoomName, Since, User};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::{self, error::SendError, error::TrySendError};
 
 /// A message as published: everything but its room and offset, which the
 /// broker assigns. Also the form the Redis broker stores in a room's
@@ -110,6 +111,115 @@ pub(crate) enum EngineEvent {
     /// The transport may have lost events (e.g. the pub/sub connection came
     /// back): the hub must catch every local room up from [`Broker::range`].
     Resync,
+}
+
+impl EngineEvent {
+    /// The room the event is about; `None` for [`EngineEvent::Resync`].
+    pub(crate) fn room(&self) -> Option<&RoomName> {
+        match self {
+            EngineEvent::Message { room, .. }
+            | EngineEvent::Typing { room, .. }
+            | EngineEvent::Presence { room, .. }
+            | EngineEvent::Epoch { room, .. }
+            | EngineEvent::Dropped { room } => Some(room),
+            EngineEvent::Resync => None,
+        }
+    }
+}
+
+/// Where an engine hands its events to the hub: one bounded channel per
+/// hub shard. An event goes to the shard of its room ([`Events::shard_of`],
+/// so one room's events stay in order on one channel); a
+/// [`EngineEvent::Resync`] goes to every shard.
+#[derive(Debug, Clone)]
+pub(crate) struct Events {
+    shards: Arc<[mpsc::Sender<EngineEvent>]>,
+}
+
+impl Events {
+    /// `shards` channels of `capacity` events each, and their receivers in
+    /// shard order. Panics if `shards` is 0.
+    pub(crate) fn channel(
+        shards: usize,
+        capacity: usize,
+    ) -> (Events, Vec<mpsc::Receiver<EngineEvent>>) {
+        assert!(shards > 0, "a hub has at least one shard");
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| mpsc::channel(capacity)).unzip();
+        (
+            Events {
+                shards: senders.into(),
+            },
+            receivers,
+        )
+    }
+
+    /// The shard of `room` among `shards`: a hash of its name, the same on
+    /// every call of the process.
+    pub(crate) fn shard_of(room: &str, shards: usize) -> usize {
+        use std::hash::BuildHasher;
+        // Fixed keys: the engine's routing and the hub's lookups must agree.
+        let hash =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(room);
+        (hash % shards as u64) as usize
+    }
+
+    /// The shard of the event's room; `None` for a resync (every shard).
+    fn target(&self, event: &EngineEvent) -> Option<usize> {
+        event
+            .room()
+            .map(|room| Events::shard_of(room.as_str(), self.shards.len()))
+    }
+
+    /// Hands `event` over without waiting. `Full` when its shard's channel
+    /// (for a resync: any shard's) has no room; a resync then may have
+    /// reached some shards, and sending it again is harmless (a room
+    /// catching up already reads the store once more).
+    // As tokio's `try_send`: a refused event comes back to the caller (the
+    // intake counts it and owes its room a catch-up).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_send(&self, event: EngineEvent) -> Result<(), TrySendError<EngineEvent>> {
+        if let Some(i) = self.target(&event) {
+            return self.shards[i].try_send(event);
+        }
+        let mut full = false;
+        for shard in self.shards.iter() {
+            match shard.try_send(EngineEvent::Resync) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => full = true,
+                Err(closed) => return Err(closed),
+            }
+        }
+        if full {
+            return Err(TrySendError::Full(EngineEvent::Resync));
+        }
+        Ok(())
+    }
+
+    /// Hands `event` over, waiting for room in its shard's channel. Errors:
+    /// the hub stopped.
+    pub(crate) async fn send(&self, event: EngineEvent) -> Result<(), SendError<EngineEvent>> {
+        if let Some(i) = self.target(&event) {
+            return self.shards[i].send(event).await;
+        }
+        for shard in self.shards.iter() {
+            shard.send(EngineEvent::Resync).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every shard's channel has room for one event. False when
+    /// the hub stopped.
+    pub(crate) async fn ready(&self) -> bool {
+        for shard in self.shards.iter() {
+            match shard.reserve().await {
+                Ok(permit) => drop(permit),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
 }
 
 /// Why an engine operation failed.

@@ -15,7 +15,8 @@ type Events = mpsc::Receiver<EngineEvent>;
 
 /// An engine with `n` messages in room `lobby`, keeping `cap`.
 async fn engine_with(n: u64, cap: usize) -> (MemoryEngine, RoomName, Arc<str>, Events) {
-    let (tx, events) = mpsc::channel(1024);
+    let (tx, mut events) = crate::engine::Events::channel(1, 1024);
+    let events = events.remove(0);
     let engine = MemoryEngine::new(tx, cap);
     let room = RoomName::parse("lobby").unwrap();
     for i in 1..=n {
@@ -136,4 +137,52 @@ async fn rooms_with_messages_are_forgotten_after_the_retention() {
     assert_ne!(fresh.epoch, epoch, "a new epoch: old offsets mean nothing");
     let members = engine.members(&kept).await.unwrap();
     assert_eq!(members.len(), 1, "a room with a member stays");
+}
+
+/// The hub's shards: a room's events all reach one shard's channel, in
+/// order; rooms spread over the shards; a resync reaches every shard.
+#[tokio::test]
+async fn events_go_to_their_rooms_shard_in_order_and_a_resync_to_every_shard() {
+    let (tx, mut shards) = crate::engine::Events::channel(4, 1024);
+    let engine = MemoryEngine::new(tx.clone(), 100);
+    let rooms: Vec<RoomName> = (0..32)
+        .map(|i| RoomName::parse(&format!("room-{i}")).unwrap())
+        .collect();
+    for round in 1..=3u64 {
+        for room in &rooms {
+            let msg = Publication {
+                id: format!("m_{round}"),
+                client_id: format!("c-{room}-{round}"),
+                from: User {
+                    id: "u_a".into(),
+                    name: "a".into(),
+                },
+                body: "x".into(),
+                ts: 0,
+                trace: None,
+            };
+            engine.publish(room, msg, None).await.unwrap();
+        }
+    }
+    let mut used = 0;
+    for (i, shard) in shards.iter_mut().enumerate() {
+        let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
+        while let Ok(event) = shard.try_recv() {
+            if let EngineEvent::Message { room, message, .. } = event {
+                assert_eq!(crate::engine::Events::shard_of(room.as_str(), 4), i);
+                seen.entry(room.into_string())
+                    .or_default()
+                    .push(message.offset);
+            }
+        }
+        for offsets in seen.values() {
+            assert_eq!(offsets, &[1, 2, 3], "one room's messages, in order");
+        }
+        used += usize::from(!seen.is_empty());
+    }
+    assert!(used >= 3, "32 rooms use most of 4 shards, not {used}");
+    tx.try_send(EngineEvent::Resync).unwrap();
+    for shard in &mut shards {
+        assert!(matches!(shard.try_recv(), Ok(EngineEvent::Resync)));
+    }
 }

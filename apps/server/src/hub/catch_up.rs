@@ -77,7 +77,7 @@ impl Hub {
     /// Nothing read is delivered if the room was reset meanwhile.
     async fn catch_up_round(&self, room: &RoomName) -> Result<Round, EngineError> {
         let (cursor, diverged, held_max, resets) = {
-            let rooms = self.rooms.lock().expect("hub lock");
+            let rooms = self.room_shard(room);
             match rooms.get(room) {
                 None => return Ok(Round::Done),
                 Some(r) => (
@@ -141,7 +141,7 @@ impl Hub {
                     .collect()
             }
         };
-        let mut rooms = self.rooms.lock().expect("hub lock");
+        let mut rooms = self.room_shard(room);
         let Some(r) = rooms.get_mut(room) else {
             return Ok(Round::Done);
         };
@@ -162,7 +162,7 @@ impl Hub {
     /// Resets `room`'s members, unless it was reset since generation
     /// `resets` (its members may be new and in the new epoch).
     fn reset_room(&self, room: &RoomName, resets: u64, reason: &'static str) {
-        let mut rooms = self.rooms.lock().expect("hub lock");
+        let mut rooms = self.room_shard(room);
         if let Some(r) = rooms.get_mut(room).filter(|r| r.resets == resets) {
             r.reset(reason);
         }

@@ -37,17 +37,16 @@ mod room;
 use self::room::{Delivery, LocalRoom, PendingPresence};
 use crate::codec::encode;
 use crate::engine::{
-    self, Broker, EngineError, EngineEvent, LocalPresence, PresenceStore, Publication, Published,
-    Recovery, RecoveryLimits, RoomsCursor, RoomsPage,
+    self, Broker, EngineError, EngineEvent, Events, LocalPresence, PresenceStore, Publication,
+    Published, Recovery, RecoveryLimits, RoomsCursor, RoomsPage,
 };
 use crate::metrics as m;
 use crate::outbox::{Outbound, Outbox};
 use protocol::{ChatMessage, RoomName, ServerFrame, Since, User};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -104,9 +103,14 @@ const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
 pub(crate) struct Hub {
     broker: Arc<dyn Broker>,
     store: Arc<dyn PresenceStore>,
-    /// Rooms with at least one local member. A std mutex: sections are short
-    /// (lookups and outbox pushes) and never cross an await.
-    rooms: Mutex<HashMap<RoomName, LocalRoom>>,
+    /// Rooms with at least one local member, sharded by room
+    /// ([`Events::shard_of`]): each shard has its own lock and its own event
+    /// loop ([`Hub::run`]), so deliveries (the outbox writes) run on as many
+    /// cores as there are shards. A std mutex: sections are short (lookups
+    /// and outbox writes) and never cross an await.
+    shards: Box<[Mutex<HashMap<RoomName, LocalRoom>>]>,
+    /// Rooms with at least one local member, over every shard.
+    room_count: std::sync::atomic::AtomicUsize,
     limits: RecoveryLimits,
     /// How long a join that meets an unavailable store waits for it.
     join_wait: Duration,
@@ -126,7 +130,11 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
+    /// A hub of `shards` shards (as many as the engine's [`Events`]
+    /// channels, each served by [`Hub::run`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        shards: usize,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
         limits: RecoveryLimits,
@@ -138,7 +146,8 @@ impl Hub {
         Arc::new_cyclic(|me| Hub {
             broker,
             store: presence,
-            rooms: Mutex::new(HashMap::new()),
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            room_count: Default::default(),
             limits,
             join_wait: waits.wait,
             join_waiters: Semaphore::new(waits.waiters),
@@ -158,7 +167,28 @@ impl Hub {
 
     /// Rooms with a member on this instance.
     pub(crate) fn local_rooms(&self) -> usize {
-        self.rooms.lock().expect("hub lock").len()
+        self.room_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shard holding `room`, locked.
+    fn room_shard(&self, room: &RoomName) -> MutexGuard<'_, HashMap<RoomName, LocalRoom>> {
+        self.shard(Events::shard_of(room.as_str(), self.shards.len()))
+    }
+
+    /// Shard `i`, locked.
+    fn shard(&self, i: usize) -> MutexGuard<'_, HashMap<RoomName, LocalRoom>> {
+        self.shards[i].lock().expect("hub lock")
+    }
+
+    /// Counts a room made (+1) or dropped (-1) and sets the gauge.
+    fn count_room(&self, made: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = if made {
+            self.room_count.fetch_add(1, Relaxed) + 1
+        } else {
+            self.room_count.fetch_sub(1, Relaxed) - 1
+        };
+        metrics::gauge!(m::LOCAL_ROOMS).set(n as f64);
     }
 
     /// Every local member leaves `room` as if it had sent `leave`, and is
@@ -167,7 +197,7 @@ impl Hub {
     /// room too. Answers how many connections left.
     pub(crate) async fn close_room(&self, room: &RoomName) -> usize {
         let members: Vec<(ConnId, Arc<Outbox>, Arc<str>)> = {
-            let rooms = self.rooms.lock().expect("hub lock");
+            let rooms = self.room_shard(room);
             let Some(r) = rooms.get(room) else {
                 return 0;
             };
@@ -260,8 +290,9 @@ impl Hub {
         let conn = member.conn;
         let user = member.user.clone();
         let (key, first_of_user, already) = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.room_shard(room);
             let r = rooms.entry(room.clone()).or_insert_with(|| {
+                self.count_room(true);
                 LocalRoom::new(Arc::from(room.as_str()), self.delivered.clone())
             });
             let already = r.members.contains_key(&conn);
@@ -277,9 +308,7 @@ impl Hub {
                 *n += 1;
                 first_of_user = *n == 1;
             }
-            let joined = (r.key.clone(), first_of_user, already);
-            metrics::gauge!(m::LOCAL_ROOMS).set(rooms.len() as f64);
-            joined
+            (r.key.clone(), first_of_user, already)
         };
         if !already {
             if let Err(e) = self.broker.subscribe(room).await {
@@ -299,7 +328,7 @@ impl Hub {
         .await;
         match answer {
             Ok((recovery, members)) => {
-                let mut rooms = self.rooms.lock().expect("hub lock");
+                let mut rooms = self.room_shard(room);
                 if let Some(r) = rooms.get_mut(room) {
                     r.joined_at(&recovery.position.epoch, recovery.position.offset);
                 }
@@ -328,7 +357,7 @@ impl Hub {
     /// succeeded (only then is there one to end).
     async fn remove_member(&self, room: &RoomName, conn: ConnId, subscribed: bool) {
         let left_user = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.room_shard(room);
             let Some(r) = rooms.get_mut(room) else {
                 return;
             };
@@ -345,8 +374,8 @@ impl Hub {
             }
             if r.members.is_empty() {
                 rooms.remove(room);
+                self.count_room(false);
             }
-            metrics::gauge!(m::LOCAL_ROOMS).set(rooms.len() as f64);
             left_user
         };
         if let Some(user) = left_user {
@@ -394,7 +423,7 @@ impl Hub {
             return;
         };
         let back = {
-            let rooms = hub.rooms.lock().expect("hub lock");
+            let rooms = hub.room_shard(&room);
             rooms
                 .get(&room)
                 .is_some_and(|r| r.users.contains_key(&user.id))
@@ -415,7 +444,7 @@ impl Hub {
         msg: Publication,
     ) -> Result<Published, EngineError> {
         let seen = {
-            let rooms = self.rooms.lock().expect("hub lock");
+            let rooms = self.room_shard(room);
             rooms
                 .get(room)
                 .and_then(|r| r.seen())
@@ -432,7 +461,7 @@ impl Hub {
     /// running one read the store once more.
     fn verify(&self, room: &RoomName) {
         let start = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.room_shard(room);
             match rooms.get_mut(room).map(|r| &mut r.catching_up) {
                 Some(Some(held)) => {
                     held.stale = true;
@@ -492,17 +521,25 @@ impl Hub {
         self.broker.reachable().await
     }
 
-    /// The event loop: delivers engine events to local members until the
-    /// engine side of the channel closes. Never awaits anything but the
+    /// The event loop of shard `shard`: delivers the engine events of its
+    /// rooms to local members until the engine side of its channel closes. Never awaits anything but the
     /// next event. Holds the hub weakly between events: the hub owns the
     /// engine, which owns the channel's sender, so a strong reference here
     /// would keep the channel open, and this task alive, for ever. Once the
     /// last connection and the router let go of the hub, the channel closes
     /// and the task ends, which is what shutdown waits for.
-    pub(crate) async fn run(hub: Weak<Self>, mut events: mpsc::Receiver<EngineEvent>) {
+    pub(crate) async fn run(
+        hub: Weak<Self>,
+        shard: usize,
+        mut events: mpsc::Receiver<EngineEvent>,
+    ) {
         while let Some(event) = events.recv().await {
             let Some(hub) = hub.upgrade() else { return };
-            hub.handle(event);
+            match event {
+                // Every shard is sent one: each catches its own rooms up.
+                EngineEvent::Resync => hub.resync(Some(shard)),
+                event => hub.handle(event),
+            }
         }
     }
 
@@ -538,19 +575,18 @@ impl Hub {
         if !self.presence.grace.is_zero() {
             return;
         }
-        let gone: Vec<(RoomName, User)> = {
-            let rooms = self.rooms.lock().expect("hub lock");
-            refreshed
-                .iter()
-                .flat_map(|e| {
-                    let here = rooms.get(&e.room);
-                    e.users
-                        .iter()
-                        .filter(move |u| !here.is_some_and(|r| r.users.contains_key(&u.id)))
-                        .map(move |u| (e.room.clone(), u.clone()))
-                })
-                .collect()
-        };
+        let gone: Vec<(RoomName, User)> = refreshed
+            .iter()
+            .flat_map(|e| {
+                let rooms = self.room_shard(&e.room);
+                let here = rooms.get(&e.room);
+                e.users
+                    .iter()
+                    .filter(|u| !here.is_some_and(|r| r.users.contains_key(&u.id)))
+                    .map(|u| (e.room.clone(), u.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for (room, user) in gone {
             self.leave_presence(&room, &user).await;
         }
@@ -558,12 +594,15 @@ impl Hub {
 
     /// The users connected here, per room.
     fn local_presence(&self) -> Vec<LocalPresence> {
-        let rooms = self.rooms.lock().expect("hub lock");
-        rooms
-            .iter()
-            .map(|(name, r)| LocalPresence {
-                room: name.clone(),
-                users: r.users.values().map(|(u, _)| User::clone(u)).collect(),
+        (0..self.shards.len())
+            .flat_map(|i| {
+                self.shard(i)
+                    .iter()
+                    .map(|(name, r)| LocalPresence {
+                        room: name.clone(),
+                        users: r.users.values().map(|(u, _)| User::clone(u)).collect(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -590,7 +629,7 @@ impl Hub {
             }
             EngineEvent::Presence { room, user, joined } => self.on_presence(&room, user, joined),
             EngineEvent::Epoch { room, epoch } => {
-                let mut rooms = self.rooms.lock().expect("hub lock");
+                let mut rooms = self.room_shard(&room);
                 if let Some(r) = rooms.get_mut(&room) {
                     if r.cursor.as_ref().is_some_and(|c| c.epoch != epoch) {
                         r.reset("epoch");
@@ -598,7 +637,7 @@ impl Hub {
                 }
             }
             EngineEvent::Dropped { room } => self.verify(&room),
-            EngineEvent::Resync => self.resync(),
+            EngineEvent::Resync => self.resync(None),
         }
     }
 
@@ -606,7 +645,7 @@ impl Hub {
     /// when there is none.
     fn on_presence(&self, room: &RoomName, user: User, joined: bool) {
         let start = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.room_shard(room);
             let Some(r) = rooms.get_mut(room) else { return };
             r.presence_seq += 1;
             let seq = r.presence_seq;
@@ -634,7 +673,7 @@ impl Hub {
             return;
         };
         let pending = {
-            let mut rooms = hub.rooms.lock().expect("hub lock");
+            let mut rooms = hub.room_shard(&room);
             rooms.get_mut(&room).and_then(|r| r.presence.take())
         };
         if let Some(pending) = pending {
@@ -672,9 +711,9 @@ impl Hub {
             })
         };
         let everyone = frame(0, None);
-        let rooms = self.rooms.lock().expect("hub lock");
+        let rooms = self.room_shard(room);
         let Some(r) = rooms.get(room) else { return };
-        let item = |bytes: Utf8Bytes| {
+        let item = |bytes: crate::codec::Wire| {
             Arc::new(Outbound {
                 room: r.key.clone(),
                 offset: 0,
@@ -712,7 +751,7 @@ impl Hub {
             _ => None,
         };
         let frame = encode(frame);
-        let rooms = self.rooms.lock().expect("hub lock");
+        let rooms = self.room_shard(room);
         let Some(r) = rooms.get(room) else { return };
         let item = Arc::new(Outbound {
             room: r.key.clone(),
@@ -734,7 +773,7 @@ impl Hub {
             frame: encode(&ServerFrame::Message(message)),
         };
         let catch_up = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.room_shard(room);
             let Some(r) = rooms.get_mut(room) else { return };
             r.arrive(delivery)
         };
@@ -744,11 +783,19 @@ impl Hub {
         }
     }
 
-    /// The transport may have lost events: every local room catches up from
-    /// the store (a room already catching up reads the store once more).
-    fn resync(&self) {
+    /// The transport may have lost events: every local room of shard
+    /// `shard` (of every shard: `None`) catches up from the store (a room
+    /// already catching up reads the store once more).
+    fn resync(&self, shard: Option<usize>) {
+        match shard {
+            Some(i) => self.resync_shard(i),
+            None => (0..self.shards.len()).for_each(|i| self.resync_shard(i)),
+        }
+    }
+
+    fn resync_shard(&self, shard: usize) {
         let start: Vec<RoomName> = {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = self.shard(shard);
             rooms
                 .iter_mut()
                 .filter_map(|(name, r)| match &mut r.catching_up {

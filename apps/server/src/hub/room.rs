@@ -9,7 +9,6 @@ use crate::outbox::Outbound;
 use protocol::{CloseCode, User};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Messages a room holds while its catch-up runs; past this the newest are
 /// dropped and the catch-up reads the store once more instead (they are
@@ -23,7 +22,7 @@ pub(super) struct Delivery {
     pub(super) offset: u64,
     /// [`id_hash`] of the message's id: kept without allocating per message.
     pub(super) id: u64,
-    pub(super) frame: Utf8Bytes,
+    pub(super) frame: crate::codec::Wire,
 }
 
 /// The last message delivered in a room, or the lowest position a joiner

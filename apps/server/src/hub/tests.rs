@@ -101,7 +101,8 @@ impl Broker for Faulty {
 struct Rig {
     hub: Arc<Hub>,
     broker: Arc<Faulty>,
-    events: mpsc::Receiver<EngineEvent>,
+    /// The receivers of the hub's shards ([`RIG_SHARDS`]).
+    events: Vec<mpsc::Receiver<EngineEvent>>,
     tracker: TaskTracker,
     next_conn: ConnId,
 }
@@ -126,7 +127,7 @@ impl Rig {
     }
 
     fn with_timing(waits: JoinWaits, timing: PresenceTiming) -> Rig {
-        let (tx, events) = mpsc::channel(4096);
+        let (tx, events) = Events::channel(RIG_SHARDS, 4096);
         let memory = Arc::new(MemoryEngine::new(tx, 10_000));
         let broker = Arc::new(Faulty {
             inner: memory.clone(),
@@ -137,6 +138,7 @@ impl Rig {
         });
         let tracker = TaskTracker::new();
         let hub = Hub::new(
+            RIG_SHARDS,
             broker.clone(),
             memory,
             LIMITS,
@@ -167,7 +169,7 @@ impl Rig {
 
     /// Joins a new connection of `user` to `room`; returns its outbox.
     async fn join(&mut self, name: &str, user: &Arc<User>) -> Arc<Outbox> {
-        let outbox = Outbox::new(10_000);
+        let outbox = Outbox::detached(10_000);
         let member = Member {
             conn: self.next_conn,
             user: user.clone(),
@@ -203,8 +205,10 @@ impl Rig {
     /// Takes the events the engine emitted so far.
     fn take_events(&mut self) -> Vec<EngineEvent> {
         let mut out = Vec::new();
-        while let Ok(e) = self.events.try_recv() {
-            out.push(e);
+        for shard in &mut self.events {
+            while let Ok(e) = shard.try_recv() {
+                out.push(e);
+            }
         }
         out
     }
@@ -223,6 +227,10 @@ impl Rig {
         self.tracker.reopen();
     }
 }
+
+/// Shards of the rigs' hubs: more than one, so rooms of a test land on
+/// different shards (each with its own lock), as on a multi-core instance.
+const RIG_SHARDS: usize = 3;
 
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).unwrap()
@@ -245,7 +253,7 @@ fn drained(outbox: &Outbox) -> (Vec<u64>, Option<CloseCode>) {
 fn frames(outbox: &Outbox) -> Vec<String> {
     let mut batch = VecDeque::new();
     outbox.drain(&mut batch);
-    batch.iter().map(|i| i.frame.as_str().to_owned()).collect()
+    batch.iter().map(|i| i.frame.text().to_owned()).collect()
 }
 
 fn message_event(name: &str, epoch: &str, offset: u64) -> EngineEvent {
@@ -370,7 +378,7 @@ async fn a_catch_up_that_finds_another_epoch_resets_the_members() {
     // The room's cursor is in an epoch the store no longer has; a message
     // of that epoch opens a gap, and the catch-up finds the store elsewhere.
     {
-        let mut rooms = rig.hub.rooms.lock().unwrap();
+        let mut rooms = rig.hub.room_shard(&room("lobby"));
         rooms.get_mut(&room("lobby")).unwrap().cursor = Some(cursor("stale-epoch", 0));
     }
     rig.hub.handle(message_event("lobby", "stale-epoch", 3));
@@ -653,7 +661,7 @@ async fn more_messages_than_a_room_holds_during_a_catch_up_are_read_again() {
     rig.publish("slow", more).await;
     rig.pump();
     {
-        let rooms = rig.hub.rooms.lock().unwrap();
+        let rooms = rig.hub.room_shard(&room("slow"));
         let held = rooms[&room("slow")].catching_up.as_ref().unwrap();
         assert_eq!(held.messages.len(), room::HELD_MAX);
         assert!(held.stale, "what was not held must be read from the store");
@@ -687,7 +695,7 @@ async fn a_resync_catches_every_room_up() {
 async fn a_failed_join_leaves_no_member_behind() {
     let mut rig = Rig::new();
     rig.broker.failures.store(1, Ordering::SeqCst);
-    let outbox = Outbox::new(16);
+    let outbox = Outbox::detached(16);
     let member = Member {
         conn: 99,
         user: user("u_a"),
@@ -695,7 +703,7 @@ async fn a_failed_join_leaves_no_member_behind() {
         presence_from: 0,
     };
     assert!(rig.hub.join(&room("lobby"), member, None).await.is_err());
-    assert!(rig.hub.rooms.lock().unwrap().is_empty());
+    assert_eq!(rig.hub.local_rooms(), 0);
     rig.take_events();
     assert!(rig.hub.local_presence().is_empty());
 }
@@ -724,10 +732,12 @@ async fn a_held_message_the_store_no_longer_has_starts_a_new_epoch() {
 /// `recovered: false`) instead of delivering past the hole.
 #[tokio::test]
 async fn a_gap_trimmed_from_the_history_resets_the_members() {
-    let (tx, mut events) = mpsc::channel(4096);
+    let (tx, mut events) = Events::channel(1, 4096);
+    let mut events = events.remove(0);
     let memory = Arc::new(MemoryEngine::new(tx, 3));
     let tracker = TaskTracker::new();
     let hub = Hub::new(
+        1,
         memory.clone(),
         memory.clone(),
         LIMITS,
@@ -739,7 +749,7 @@ async fn a_gap_trimmed_from_the_history_resets_the_members() {
         tracker.clone(),
         CancellationToken::new(),
     );
-    let a = Outbox::new(100);
+    let a = Outbox::detached(100);
     let member = Member {
         conn: 1,
         user: user("u_a"),
@@ -780,7 +790,7 @@ fn member_of(rig: &mut Rig, id: &str) -> Member {
     Member {
         conn: rig.next_conn,
         user: user(id),
-        outbox: Outbox::new(100),
+        outbox: Outbox::detached(100),
         presence_from: 0,
     }
 }
@@ -825,7 +835,7 @@ async fn a_join_is_refused_when_the_store_stays_away_past_the_wait() {
         waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
         "{waited:?}"
     );
-    assert!(rig.hub.rooms.lock().unwrap().is_empty());
+    assert_eq!(rig.hub.local_rooms(), 0);
 }
 
 /// Rule: the wait is bounded in number — past `--join-waiters` waiting
@@ -900,9 +910,7 @@ async fn a_catch_up_that_ends_after_a_reset_delivers_nothing() {
     rig.pump();
     assert_eq!(drained(&a).1, Some(CloseCode::TryAgainLater));
     rig.hub
-        .rooms
-        .lock()
-        .unwrap()
+        .room_shard(&room("lobby"))
         .get_mut(&room("lobby"))
         .unwrap()
         .members

@@ -17,7 +17,7 @@
 //!   real SQLite file: restarts keep history, epochs and offsets;
 //!   scroll-back and recovery reach past the hot store's cap.
 //! - `lifecycle`: shutdown, heartbeats, the hello deadline, HTTP routes.
-//! - `transport`: the upgrade's answers and fragmented writes, on the wire.
+//! - `transport`: the upgrade's answers and whole frames, on the wire.
 //! - `procs` + `cluster`: real `redis-server` and `server` processes; the
 //!   Redis engine across instances (ordering, kill -9, Redis restarts and
 //!   wipes, pub/sub loss, presence expiry, TLS).

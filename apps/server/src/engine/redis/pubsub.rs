@@ -19,7 +19,7 @@
 use super::archiver::{receive, Tail};
 use super::connections::{Mode, Seeds, COMMAND_TIMEOUT};
 use super::keys::Keys;
-use crate::engine::{EngineError, EngineEvent};
+use crate::engine::{EngineError, EngineEvent, Events};
 use crate::metrics as m;
 use futures_util::StreamExt;
 use protocol::RoomName;
@@ -69,7 +69,7 @@ impl PubSub {
         keys: Keys,
         probe_channel: String,
         tail: Option<Arc<Tail>>,
-        events: mpsc::Sender<EngineEvent>,
+        events: Events,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> PubSub {
@@ -171,15 +171,23 @@ impl Owed {
         self.resync || !self.dropped.is_empty()
     }
 
-    /// Sends one owed event on `permit`.
-    pub(super) fn pay(&mut self, permit: mpsc::Permit<'_, EngineEvent>) {
-        if std::mem::take(&mut self.resync) {
-            // Covers every room, the dropped ones included.
-            self.dropped.clear();
-            permit.send(EngineEvent::Resync);
+    /// Sends one owed event, if the hub's channels take it now (call it
+    /// once [`Events::ready`] says they have room); what they do not take
+    /// stays owed.
+    pub(super) fn pay(&mut self, events: &Events) {
+        if self.resync {
+            if events.try_send(EngineEvent::Resync).is_ok() {
+                // Covers every room, the dropped ones included.
+                self.resync = false;
+                self.dropped.clear();
+            }
         } else if let Some(room) = self.dropped.iter().next().cloned() {
-            self.dropped.remove(&room);
-            permit.send(EngineEvent::Dropped { room });
+            if events
+                .try_send(EngineEvent::Dropped { room: room.clone() })
+                .is_ok()
+            {
+                self.dropped.remove(&room);
+            }
         }
     }
 }
@@ -192,7 +200,7 @@ impl Owed {
 /// notices are not stored: a dropped one is gone (counted). False when
 /// the hub has stopped.
 pub(super) fn intake(
-    events: &mpsc::Sender<EngineEvent>,
+    events: &Events,
     owed: &Mutex<Owed>,
     wake: &Notify,
     event: EngineEvent,
@@ -233,7 +241,7 @@ pub(super) struct Core {
     /// may not hold yet.
     pub(super) tail: Option<Arc<Tail>>,
     pub(super) requests: mpsc::Receiver<SubRequest>,
-    pub(super) events: mpsc::Sender<EngineEvent>,
+    pub(super) events: Events,
     pub(super) stop: CancellationToken,
     /// Subscribers per channel (always > 0): the channels the connection
     /// must hold.
@@ -419,9 +427,9 @@ impl Single {
                         }
                     }
                 }
-                permit = events.reserve(), if owes => {
-                    let Ok(permit) = permit else { return Lost::Stop };
-                    owed.lock().expect("owed lock").pay(permit);
+                ready = events.ready(), if owes => {
+                    if !ready { return Lost::Stop };
+                    owed.lock().expect("owed lock").pay(&events);
                 }
                 request = self.core.requests.recv() => {
                     let Some(request) = request else { return Lost::Stop };

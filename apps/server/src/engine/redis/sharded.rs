@@ -250,9 +250,9 @@ impl Sharded {
             tokio::select! {
                 _ = core.stop.cancelled() => return,
                 _ = wake.notified() => {}
-                permit = events.reserve(), if owes => {
-                    let Ok(permit) = permit else { return };
-                    owed.lock().expect("owed lock").pay(permit);
+                ready = events.ready(), if owes => {
+                    if !ready { return };
+                    owed.lock().expect("owed lock").pay(&events);
                 }
                 request = core.requests.recv() => {
                     let Some(request) = request else { return };
@@ -613,7 +613,7 @@ impl Sharded {
 /// What [`on_push`] needs: where events go and the shared state.
 struct PushTarget {
     keys: super::keys::Keys,
-    events: tokio::sync::mpsc::Sender<crate::engine::EngineEvent>,
+    events: crate::engine::Events,
     owed: Arc<Mutex<super::pubsub::Owed>>,
     wake: Arc<tokio::sync::Notify>,
     shared: Arc<Mutex<Shared>>,
@@ -711,7 +711,8 @@ mod tests {
     }
 
     fn target() -> (PushTarget, tokio::sync::mpsc::Receiver<EngineEvent>) {
-        let (events, rx) = tokio::sync::mpsc::channel(8);
+        let (events, mut rx) = crate::engine::Events::channel(1, 8);
+        let rx = rx.remove(0);
         let target = PushTarget {
             keys: super::super::keys::Keys::new("chat"),
             events,
