@@ -97,6 +97,9 @@ struct State {
     kicked: Option<CloseCode>,
     /// A write failed: the peer is gone.
     failed: bool,
+    /// Set while the connection handles a `send`: room frames wait, so
+    /// that its `ack` goes out before its own message ([`Outbox::hold`]).
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -256,7 +259,8 @@ impl Outbox {
             if state.kicked.is_some() {
                 return Ok(());
             }
-            let direct = state.queue.is_empty() && item.offset != Outbound::CLOSES_ROOM;
+            let direct =
+                state.queue.is_empty() && !state.held && item.offset != Outbound::CLOSES_ROOM;
             match if direct { state.admit(&item) } else { None } {
                 Some(false) => false,
                 Some(true) => {
@@ -285,6 +289,20 @@ impl Outbox {
     /// (then [`Outbox::flush`] them).
     pub(crate) fn write(&self, bytes: &Bytes) -> bool {
         self.lock().write(bytes)
+    }
+
+    /// Keeps room frames waiting (for the connection task) until
+    /// [`Outbox::release`]: while the connection publishes, so that the
+    /// sender's `ack` comes before its own message, as when every frame
+    /// went through the connection's task.
+    pub(crate) fn hold(&self) {
+        self.lock().held = true;
+    }
+
+    /// Ends [`Outbox::hold`]; the connection then writes what waited
+    /// ([`Outbox::on_wake`]).
+    pub(crate) fn release(&self) {
+        self.lock().held = false;
     }
 
     /// Wakes the connection task (bytes wait for the socket).
@@ -624,6 +642,23 @@ mod tests {
         outbox.on_wake(&mut Vec::new());
         outbox.push(message(&open, 3, "still open")).unwrap();
         assert_eq!(read_frames(&mut peer, 1), ["still open"]);
+    }
+
+    #[tokio::test]
+    async fn while_held_room_frames_wait_so_a_reply_written_meanwhile_comes_first() {
+        let (outbox, mut peer) = pair(16).await;
+        let room: Arc<str> = Arc::from("lobby");
+        outbox.open_room(&room, 0);
+        outbox.hold();
+        outbox.push(message(&room, 1, "own message")).unwrap();
+        assert!(!outbox.write(encode_reply("ack").bytes()));
+        outbox.release();
+        assert_eq!(
+            outbox.on_wake(&mut Vec::new()),
+            Woken::Ready { unsent: false }
+        );
+        outbox.push(message(&room, 2, "direct")).unwrap();
+        assert_eq!(read_frames(&mut peer, 3), ["ack", "own message", "direct"]);
     }
 
     fn encode_reply(text: &str) -> crate::codec::Wire {

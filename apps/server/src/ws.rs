@@ -44,11 +44,12 @@ pub(crate) type Socket = WebSocketStream<ReadSide>;
 /// codec; beyond it the transport itself gives up on the socket.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// Read buffer of each socket. tungstenite allocates it up front (128 KiB
-/// by default, which made an idle connection cost ~145 KB); chat frames are
-/// small, and the buffer still grows for a large one (up to the 64 KiB
-/// limit, tested).
-const READ_BUFFER: usize = 1024;
+/// Read buffer of each socket, and the most one read takes. tungstenite
+/// allocates it up front (128 KiB by default, which made an idle connection
+/// cost ~145 KB); a chat frame (a `send` of a line of text) fits in one
+/// read, and the buffer still grows for a large one (up to the 64 KiB
+/// limit, tested), read in pieces of this size.
+const READ_BUFFER: usize = 512;
 
 /// The socket settings every connection gets. tungstenite's write buffer
 /// holds only its own control frames, handed to the outbox at once.
@@ -68,7 +69,8 @@ pub(crate) struct ReadSide {
     /// tokio's read half: a short read clears its readiness, so a frame
     /// costs one `recvfrom`, not a second one answered `EAGAIN`.
     tcp: OwnedReadHalf,
-    /// Bytes hyper read past the request before it handed the socket over.
+    /// Bytes hyper read past the request before it handed the socket over
+    /// (a copy: see [`split`]).
     early: Bytes,
     outbox: Arc<Outbox>,
 }
@@ -83,6 +85,9 @@ impl AsyncRead for ReadSide {
         if !this.early.is_empty() {
             let n = this.early.len().min(buf.remaining());
             buf.put_slice(&this.early.split_to(n));
+            if this.early.is_empty() {
+                this.early = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tcp).poll_read(cx, buf)
@@ -186,13 +191,17 @@ impl Upgrade {
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
+        let connections = tracker.clone();
         tracker.spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
             };
             match split(upgraded, outbox_capacity).await {
-                Ok((socket, outbox)) => serve(socket, outbox).await,
+                // A task of its own: this one's state (the upgrade, the
+                // split) would otherwise stay in the allocation every open
+                // connection keeps.
+                Ok((socket, outbox)) => drop(connections.spawn(serve(socket, outbox))),
                 Err(e) => tracing::error!(error = %e, "websocket upgrade failed"),
             }
         });
@@ -225,7 +234,9 @@ async fn split(
     let outbox = Outbox::new(outbox_capacity, write);
     let side = ReadSide {
         tcp: read,
-        early: parts.read_buf,
+        // Copied: hyper's bytes are a view of its whole read buffer (8 KiB),
+        // which an idle connection would otherwise keep for its life.
+        early: Bytes::copy_from_slice(&parts.read_buf),
         outbox: outbox.clone(),
     };
     let socket = WebSocketStream::from_raw_socket(side, Role::Server, Some(config())).await;

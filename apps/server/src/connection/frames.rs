@@ -325,6 +325,18 @@ impl Connection {
             ts: now_ms(),
             trace: telemetry::traceparent(),
         };
+        // The sender's `ack` comes before its own message (which the hub
+        // may deliver before the publish is answered here): the outbox
+        // keeps this connection's room frames until the ack went out.
+        self.outbox.hold();
+        let acked = self.publish(name, id, msg).await;
+        self.outbox.release();
+        acked?;
+        self.forward().await
+    }
+
+    /// Publishes `msg` in `name` and answers the `ack` of `id` (or the error).
+    async fn publish(&mut self, name: RoomName, id: String, msg: Publication) -> Result<(), End> {
         let started = Instant::now();
         match self.ctx.hub.publish(&name, msg).await {
             Ok(published) => {

@@ -266,7 +266,10 @@ impl Connection {
     /// waits until the socket took it.
     async fn write(&mut self, wire: &Wire) -> Result<(), End> {
         if self.outbox.write(wire.bytes()) {
-            self.flush().await?;
+            // Boxed: rare (the socket took the frame at once, as it almost
+            // always does, or the peer is gone), and inline its timer would
+            // size every reply's future.
+            Box::pin(self.flush()).await?;
         }
         Ok(())
     }
