@@ -13,6 +13,28 @@ pub const RESULTS_JSON: &str = include_str!("../../../bench/results.json");
 /// JSON line per run.
 pub const AVALANCHE_JSON: &str = include_str!("../../../bench/avalanche.json");
 
+/// Issue 18's runs (`scripts/bench_delivery.sh`, `make bench-delivery`):
+/// `{"commit": ..., "runs": [...]}`.
+pub const DELIVERY_JSON: &str = include_str!("../../../bench/delivery.json");
+
+/// The runs of [`DELIVERY_JSON`], in file order, and the commit measured.
+pub fn delivery_runs() -> (Vec<BenchRun>, String) {
+    let file: Value = serde_json::from_str(DELIVERY_JSON).unwrap_or(Value::Null);
+    let runs = file["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .map(|v| BenchRun {
+                    label: v["label"].as_str().unwrap_or("unlabelled run").to_owned(),
+                    mode: v["mode"].as_str().unwrap_or("").to_owned(),
+                    fields: v.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (runs, file["commit"].as_str().unwrap_or("?").to_owned())
+}
+
 /// The runs of [`AVALANCHE_JSON`], in file order.
 fn avalanche_runs() -> Vec<BenchRun> {
     AVALANCHE_JSON
@@ -139,6 +161,19 @@ pub(crate) fn Benchmarks() -> impl IntoView {
         .filter(|r| r.fields["kernel_floor_us_per_write"].is_number())
         .cloned()
         .collect();
+    let (delivery, delivery_commit) = delivery_runs();
+    let of_delivery = |mode: &str| -> Vec<BenchRun> {
+        delivery
+            .iter()
+            .filter(|r| r.mode == mode)
+            .cloned()
+            .collect()
+    };
+    let (delivery_load, delivery_saturation, join_burst) = (
+        of_delivery("fanout"),
+        of_delivery("saturation"),
+        of_delivery("joinburst"),
+    );
     let measured = format!(
         "Measured at commit {} on {} ({} cores; {}).",
         meta["commit"].as_str().unwrap_or("?"),
@@ -199,6 +234,31 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             ("deliveries/s", |r| fmt(r.num("deliveries_per_s"))),
             ("p99 ms", |r| fmt(r.latency("p99"))),
             ("lost", |r| fmt(r.num("lost"))),
+        ])}
+        <h2 id="cores">"One core and two; a join burst"</h2>
+        <p>"From " <code>"make bench-delivery"</code> " (" <code>"bench/delivery.json"</code> ", commit " {delivery_commit} "): the same 400 rooms x 10 members load with the instances on both cores and pinned to one (" <code>"taskset -c 0"</code> ": one worker thread, so one hub shard, per instance), the highest load each sustains with p99 under 50 ms (100 rooms x 10 members, the rate doubling then bisecting), and 5,000 clients connecting and joining at once over the two instances (500 rooms). The load generator shares the machine's cores."</p>
+        {runs_table(&delivery_load, &[
+            ("server CPU µs/delivery", |r| fmt(r.fields["server_cpu"]["us_per_delivery"].as_f64())),
+            ("kernel floor µs/write", |r| fmt(r.num("kernel_floor_us_per_write"))),
+            ("ratio", |r| fmt(r.num("cpu_ratio_to_floor"))),
+            ("p99 ms", |r| fmt(r.latency("p99"))),
+            ("lost", |r| fmt(r.num("lost"))),
+            ("out of order", |r| fmt(r.num("out_of_order"))),
+        ])}
+        {runs_table(&delivery_saturation, &[
+            ("deliveries/s", |r| fmt(r.fields["best_deliveries_per_s"].as_f64())),
+            ("rate per sender", |r| fmt(r.fields["best_rate_per_sender"].as_f64())),
+            ("p99 ms", |r| fmt(r.fields["best_latency_ms"]["p99"].as_f64())),
+            ("steps (msg/s per sender)", |r| saturation_steps(&r.fields["steps"])),
+        ])}
+        {runs_table(&join_burst, &[
+            ("joined", |r| fmt(r.num("joined"))),
+            ("failed", |r| fmt(r.num("failed"))),
+            ("join p50 ms", |r| fmt(r.fields["join_ms"]["p50"].as_f64())),
+            ("join p99 ms", |r| fmt(r.fields["join_ms"]["p99"].as_f64())),
+            ("join max ms", |r| fmt(r.fields["join_ms"]["max"].as_f64())),
+            ("connect to joined p99 ms", |r| fmt(r.fields["connect_to_joined_ms"]["p99"].as_f64())),
+            ("all joined s", |r| fmt(r.num("all_joined_s"))),
         ])}
         <h2 id="stores">"One Redis or a Redis Cluster"</h2>
         <p>"The same load against one Redis and against a 3-master Redis Cluster (sharded pub/sub), in one run of " <code>"make bench"</code> ". Redis CPU is the user and system time of every redis-server process over the load's whole run, per delivered message: what the store costs, whatever the instances cost."</p>

@@ -304,6 +304,18 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("avalanche run parses"))
             .collect();
         assert!(avalanche.len() >= 2, "with and without a drain window");
+        // Issue 18's runs, from theirs: both core counts and the join burst.
+        let (delivery, commit) = bench::delivery_runs();
+        assert!(html.contains(&commit), "the page names the measured commit");
+        for mode in ["fanout", "saturation", "joinburst"] {
+            assert!(
+                delivery.iter().any(|r| r.mode == mode),
+                "bench/delivery.json has a {mode} run"
+            );
+        }
+        for run in &delivery {
+            assert!(html.contains(&pages::escape(&run.label)), "{}", run.label);
+        }
         for run in &avalanche {
             let label = run["label"].as_str().expect("label");
             assert!(html.contains(&pages::escape(label)), "{label}");
