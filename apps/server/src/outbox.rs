@@ -187,13 +187,14 @@ impl State {
             return false;
         };
         while !self.unsent.is_empty() && !self.failed {
-            let slices: Vec<IoSlice<'_>> = self
-                .unsent
-                .iter()
-                .take(WRITE_SLICES)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            match socket.try_write_vectored(&slices) {
+            // On the stack: a flush allocates nothing.
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let mut n = 0;
+            for (slot, bytes) in slices.iter_mut().zip(&self.unsent) {
+                *slot = IoSlice::new(bytes);
+                n += 1;
+            }
+            match socket.try_write_vectored(&slices[..n]) {
                 Ok(mut n) => {
                     while n > 0 {
                         let first = self.unsent.front_mut().expect("written bytes were queued");
