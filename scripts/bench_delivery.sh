@@ -6,7 +6,9 @@
 #   over the measured seconds, per delivery; then bench/kernel_floor.c
 #   (one unbatched 260-byte write to one of 4,000 loopback TCP sockets read
 #   by another process, 40,000/s for 10 s, the sender's utime+stime per
-#   write); their ratio, p99, lost and out of order;
+#   write); their ratio, p99, lost and out of order; each sender sends at
+#   its own phase of the period, as independent users do, and again with
+#   every sender at the same instant (a 4,000-delivery burst per 100 ms);
 # - the same load with both instances pinned to one core (`taskset -c 0`:
 #   one worker thread, so one hub shard each) and on both cores (two
 #   shards each), and the highest rate each sustains with p99 < 50 ms;
@@ -39,6 +41,7 @@ run = json.loads(sys.stdin.read()); run["cores"] = sys.argv[1]; print(json.dumps
 start_instances delivery "$server" "${bench_args[@]}"
 echo "bench-delivery: redis $redis_url, instances ${urls[*]}"
 per_delivery "2 cores"
+per_delivery "2 cores" --aligned
 saturate "2 cores"
 "$loadgen" --urls "$joined_urls" --json \
   --label "join burst: 5,000 clients connect and join at once over two instances, 500 rooms" \
@@ -68,8 +71,8 @@ for r in d["runs"]:
             r["connections"], r["join_ms"]["p50"], r["join_ms"]["p99"], r["join_ms"]["max"],
             r["connect_to_joined_ms"]["p99"], r["failed"]))
     elif "server_cpu" in r:
-        print("bench: %s: %.2f us/delivery vs floor %.2f us (%.2fx), p99 %s ms" % (
-            r["cores"], r["server_cpu"]["us_per_delivery"], r["kernel_floor_us_per_write"],
+        print("bench: %s%s: %.2f us/delivery vs floor %.2f us (%.2fx), p99 %s ms" % (
+            r["cores"], ", senders aligned" if r.get("senders_aligned") else "", r["server_cpu"]["us_per_delivery"], r["kernel_floor_us_per_write"],
             r["cpu_ratio_to_floor"], r["latency_ms"]["p99"]))
     else:
         lat = r.get("best_latency_ms") or {}

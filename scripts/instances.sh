@@ -111,30 +111,36 @@ bench_args=(--rate-per-sec 100000 --rate-burst 100000 --max-conns-per-ip 100000
   --user-rate-per-sec 100000 --user-rate-burst 100000
   --address-rate-per-sec 1000000 --address-rate-burst 1000000)
 
-# per_delivery CORES: issue 18's figure in one run, appended to $lines as
-# one JSON line. The load: 400 rooms x 10 members over the instances, one
-# sender per room at 10 msg/s (40,000 deliveries/s), with the instances'
-# utime+stime over the measured seconds (loadgen --pids); then
-# bench/kernel_floor.c: one unbatched 260-byte write to one of 4,000
-# loopback TCP sockets read by another process, 40,000/s for 10 s, the
-# sender's utime+stime per write. Needs $loadgen and $lines.
+# per_delivery CORES [--aligned]: issue 18's figure in one run, appended to
+# $lines as one JSON line. The load: 400 rooms x 10 members over the
+# instances, one sender per room at 10 msg/s (40,000 deliveries/s), each
+# sender at its own phase of the 100 ms period (independent users), or
+# with --aligned all at the same instant (a burst of 4,000 deliveries
+# every 100 ms); the instances' utime+stime over the measured seconds
+# (loadgen --pids); then bench/kernel_floor.c: one unbatched 260-byte
+# write to one of 4,000 loopback TCP sockets read by another process,
+# 40,000/s for 10 s, the sender's utime+stime per write. Needs $loadgen
+# and $lines.
 per_delivery() {
-  local cores=$1
+  local cores=$1 shape="senders at their own phase"
+  shift
+  [ "$*" = --aligned ] && shape="every sender at the same instant"
   [ -x "$work/kernel_floor" ] || cc -O2 -o "$work/kernel_floor" bench/kernel_floor.c
   "$loadgen" --urls "$joined_urls" --json \
-    --label "per-delivery CPU on $cores: 400 rooms x 10 members, 1 sender/room at 10/s" \
+    --label "per-delivery CPU on $cores: 400 rooms x 10 members, 1 sender/room at 10/s, $shape" \
     fanout --rooms 400 --members 10 --senders 1 --rate 10 --duration 10 --warmup 2 \
-    --pids "$joined_pids" | tee "$work/run.txt"
+    --pids "$joined_pids" "$@" | tee "$work/run.txt"
   "$work/kernel_floor" 4000 40000 10 260 > "$work/floor.json"
   tail -n 1 "$work/run.txt" | python3 -c '
 import json, sys
 run = json.loads(sys.stdin.read())
 floor = json.load(open(sys.argv[1]))
 run["cores"] = sys.argv[2]
+run["senders_aligned"] = sys.argv[3] == "--aligned"
 run["kernel_floor_us_per_write"] = floor["us_per_write"]
 run["cpu_ratio_to_floor"] = round(run["server_cpu"]["us_per_delivery"] / floor["us_per_write"], 2)
 print(json.dumps(run))
-print("bench: per delivery on %s: server CPU %.2f us, kernel floor %.2f us per write, ratio %.2fx; p99 %s ms; lost %s, out of order %s" % (
-    sys.argv[2], run["server_cpu"]["us_per_delivery"], floor["us_per_write"], run["cpu_ratio_to_floor"],
-    run["latency_ms"]["p99"], run["lost"], run["out_of_order"]), file=sys.stderr)' "$work/floor.json" "$cores" >> "$lines"
+print("bench: per delivery on %s%s: server CPU %.2f us, kernel floor %.2f us per write, ratio %.2fx; p99 %s ms; lost %s, out of order %s" % (
+    sys.argv[2], ", senders aligned" if run["senders_aligned"] else "", run["server_cpu"]["us_per_delivery"], floor["us_per_write"], run["cpu_ratio_to_floor"],
+    run["latency_ms"]["p99"], run["lost"], run["out_of_order"]), file=sys.stderr)' "$work/floor.json" "$cores" "${1:-}" >> "$lines"
 }

@@ -237,6 +237,7 @@ pub(crate) fn Benchmarks() -> impl IntoView {
         ])}
         <h2 id="cores">"One core and two; a join burst"</h2>
         <p>"From " <code>"make bench-delivery"</code> " (" <code>"bench/delivery.json"</code> ", commit " {delivery_commit} "): the same 400 rooms x 10 members load with the instances on both cores and pinned to one (" <code>"taskset -c 0"</code> ": one worker thread, so one hub shard, per instance), the highest load each sustains with p99 under 50 ms (100 rooms x 10 members, the rate doubling then bisecting), and 5,000 clients connecting and joining at once over the two instances (500 rooms). The load generator shares the machine's cores."</p>
+        <p>"Each sender sends at its own phase of its 100 ms period, as independent users do, so the 40,000 deliveries a second arrive at a steady rate. The run marked \"every sender at the same instant\" sends all 400 rooms' messages together, a burst of 4,000 deliveries every 100 ms: its p99 is the time the two instances take to write a whole burst."</p>
         {runs_table(&delivery_load, &[
             ("server CPU µs/delivery", |r| fmt(r.fields["server_cpu"]["us_per_delivery"].as_f64())),
             ("kernel floor µs/write", |r| fmt(r.num("kernel_floor_us_per_write"))),

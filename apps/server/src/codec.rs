@@ -5,7 +5,7 @@
 
 use protocol::limits::MAX_CLIENT_FRAME_BYTES;
 use protocol::{ClientFrame, ServerFrame};
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tungstenite::{Bytes, Message};
 
 /// Encodes a server frame as one whole WebSocket text frame, header and
 /// JSON payload, ready for the socket. The hub calls it once per room
@@ -229,8 +229,8 @@ fn send_id(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+    use tungstenite::protocol::frame::FrameHeader;
 
     /// tungstenite's own parser (what a Rust client reads with) reads the
     /// header: FIN, opcode, no mask, and the payload length, at each length

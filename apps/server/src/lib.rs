@@ -196,6 +196,12 @@ pub async fn run(
         ),
         identity: identity::Identity::new(config.identity.clone()),
     });
+    tracker.spawn(connection::keepalive(
+        conn.clone(),
+        config.ping_interval,
+        config.idle_timeout,
+        shutdown.clone(),
+    ));
     // Connections learn of the drain and the shutdown through their outbox.
     tracker.spawn({
         let conn = conn.clone();

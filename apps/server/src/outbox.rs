@@ -38,9 +38,9 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Bytes;
+use tungstenite::Bytes;
 
 /// One item of a connection's outbox: a frame encoded once, behind one
 /// `Arc` shared by every local recipient (a queue slot is a pointer).
@@ -72,6 +72,18 @@ pub(crate) struct Outbox {
     /// ([`NO_RECONNECT`]: none). An atomic beside the lock: read once per
     /// wake-up, set once in the connection's life.
     reconnect_ms: AtomicU64,
+    /// When the peer was last heard from (any frame read, a pong too), in
+    /// ms of [`clock_ms`]: the instance's keepalive drops the connection
+    /// when it is older than the idle timeout ([`Outbox::keepalive`]).
+    heard_ms: AtomicU64,
+}
+
+/// Milliseconds since the first call in this process: a coarse monotonic
+/// clock (an `Instant` is 16 bytes; an outbox keeps 8).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// [`Outbox::reconnect_ms`] when no reconnect was asked.
@@ -85,7 +97,7 @@ const WRITE_SLICES: usize = 64;
 struct State {
     /// The socket; `None` for an outbox without one (the hub's unit
     /// tests, which read what waits) and after [`Outbox::close`].
-    socket: Option<Arc<OwnedWriteHalf>>,
+    socket: Option<Arc<TcpStream>>,
     /// Frames waiting for the connection task to pass them through its
     /// rooms' filter (their room is not open yet, or a frame before them
     /// waits).
@@ -100,6 +112,8 @@ struct State {
     /// Set while the connection handles a `send`: room frames wait, so
     /// that its `ack` goes out before its own message ([`Outbox::hold`]).
     held: bool,
+    /// The keepalive found the peer silent past the idle timeout.
+    silent: bool,
 }
 
 #[derive(Debug)]
@@ -121,6 +135,8 @@ pub(crate) enum Woken {
     Kicked(CloseCode),
     /// A write failed: the peer is gone.
     Failed,
+    /// The peer was silent past the idle timeout ([`Outbox::keepalive`]).
+    Silent,
 }
 
 impl State {
@@ -222,10 +238,11 @@ impl State {
 }
 
 impl Outbox {
-    /// An outbox writing to `socket` (dropped, it sends FIN: when the
-    /// connection ends and [`Outbox::close`] lets go of it).
-    pub(crate) fn new(capacity: usize, socket: OwnedWriteHalf) -> Arc<Outbox> {
-        Outbox::with_socket(capacity, Some(Arc::new(socket)))
+    /// An outbox writing to `socket`, which the connection reads (the
+    /// socket closes when both let go of it: the connection task when it
+    /// ends, the outbox at [`Outbox::close`]).
+    pub(crate) fn new(capacity: usize, socket: Arc<TcpStream>) -> Arc<Outbox> {
+        Outbox::with_socket(capacity, Some(socket))
     }
 
     /// An outbox without a socket: frames wait in it until
@@ -235,7 +252,7 @@ impl Outbox {
         Outbox::with_socket(capacity, None)
     }
 
-    fn with_socket(capacity: usize, socket: Option<Arc<OwnedWriteHalf>>) -> Arc<Outbox> {
+    fn with_socket(capacity: usize, socket: Option<Arc<TcpStream>>) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State {
                 socket,
@@ -244,6 +261,7 @@ impl Outbox {
             wake: Notify::new(),
             capacity,
             reconnect_ms: AtomicU64::new(NO_RECONNECT),
+            heard_ms: AtomicU64::new(clock_ms()),
         })
     }
 
@@ -348,6 +366,10 @@ impl Outbox {
             state.queue.clear();
             return Woken::Kicked(code);
         }
+        if state.silent {
+            state.queue.clear();
+            return Woken::Silent;
+        }
         while let Some(item) = state.queue.pop_front() {
             if state.admit(&item) == Some(true) {
                 if item.offset == Outbound::CLOSES_ROOM {
@@ -382,6 +404,35 @@ impl Outbox {
             };
             socket.writable().await?;
         }
+    }
+
+    /// The peer was heard from (the connection read a frame from it).
+    pub(crate) fn heard(&self) {
+        self.heard_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// One keepalive round for this connection (RFC 6455 §5.5.2): when its
+    /// peer was silent for longer than `idle_timeout`, the connection is
+    /// woken to drop it ([`Woken::Silent`]) and this answers false;
+    /// otherwise `ping` (a [`Wire::ping`]) is written after what waits,
+    /// the connection woken if bytes are left for it to flush.
+    pub(crate) fn keepalive(&self, ping: &Wire, idle_timeout: Duration) -> bool {
+        let heard = self.heard_ms.load(Ordering::Relaxed);
+        let silent_ms = clock_ms().saturating_sub(heard);
+        let alive = u128::from(silent_ms) <= idle_timeout.as_millis();
+        let wake = {
+            let mut state = self.lock();
+            if alive {
+                state.write(ping.bytes())
+            } else {
+                state.silent = true;
+                true
+            }
+        };
+        if wake {
+            self.wake.notify_one();
+        }
+        alive
     }
 
     /// Asks the connection to close with `code` (the first reason wins).
@@ -544,9 +595,7 @@ mod tests {
         let server = tokio::net::TcpStream::from_std(server).unwrap();
         // The reactor learns the socket is writable on its first turn.
         server.writable().await.unwrap();
-        // Dropping the read half leaves the socket open.
-        let (_, write) = server.into_split();
-        (Outbox::new(capacity, write), peer)
+        (Outbox::new(capacity, Arc::new(server)), peer)
     }
 
     fn message(room: &Arc<str>, offset: u64, text: &str) -> Arc<Outbound> {

@@ -20,6 +20,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -27,17 +28,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Bytes;
-use tokio_tungstenite::WebSocketStream;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
-
-/// An upgraded connection, as the connection task reads it.
-pub(crate) type Socket = WebSocketStream<ReadSide>;
+use tungstenite::{Bytes, Message, WebSocket};
 
 /// Largest WebSocket message the transport reads at all. Frames between the
 /// protocol's 64 KiB and this are read, then refused with close 1009 by the
@@ -61,60 +56,77 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// The side of a socket tungstenite is given: it reads the TCP stream
-/// (after the bytes hyper had read past the upgrade request), and what
-/// tungstenite writes goes to the connection's outbox, after what waits
-/// there.
-pub(crate) struct ReadSide {
-    /// tokio's read half: a short read clears its readiness, so a frame
-    /// costs one `recvfrom`, not a second one answered `EAGAIN`.
-    tcp: OwnedReadHalf,
-    /// Bytes hyper read past the request before it handed the socket over
-    /// (a copy: see [`split`]).
-    early: Bytes,
+/// An upgraded connection, as the connection task reads it: a stream of
+/// the client's messages (tungstenite's, over the non-blocking socket).
+///
+/// Why not tokio-tungstenite's `WebSocketStream`: it bridges tungstenite's
+/// blocking-style reads to a task with two `Arc`-ed waker proxies per
+/// socket, and it would also own the write side. Here the socket is shared
+/// with the outbox (`Arc<TcpStream>`: tokio's readiness calls take
+/// `&self`), a read is `try_read`, and a `WouldBlock` registers the task
+/// with the socket's read readiness.
+pub(crate) struct Socket {
+    ws: WebSocket<Side>,
+}
+
+/// The stream tungstenite is given: it reads the TCP socket (after the
+/// bytes hyper had read past the upgrade request, handed to tungstenite
+/// first), and what tungstenite writes (its pongs, its close reply) goes to
+/// the connection's outbox, after what waits there.
+struct Side {
+    tcp: Arc<TcpStream>,
     outbox: Arc<Outbox>,
 }
 
-impl AsyncRead for ReadSide {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.early.is_empty() {
-            let n = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early.split_to(n));
-            if this.early.is_empty() {
-                this.early = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
+impl io::Read for Side {
+    /// Never blocks: `WouldBlock` when the socket has nothing (a short read
+    /// also clears its readiness, so a frame costs one `recvfrom`).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.try_read(buf)
     }
 }
 
-impl AsyncWrite for ReadSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl io::Write for Side {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Whole frames: tungstenite hands over its buffer of complete
         // frames, and the outbox takes it all (what the socket does not take
         // waits there, and the connection task flushes it).
         if self.outbox.write(&Bytes::copy_from_slice(buf)) {
             self.outbox.wake();
         }
-        Poll::Ready(Ok(buf.len()))
+        Ok(buf.len())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
+}
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl Stream for Socket {
+    type Item = Result<Message, tungstenite::Error>;
+
+    /// The next message; `None` once the socket is closed (after the close
+    /// handshake, or read again after an error).
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let ws = &mut self.get_mut().ws;
+        loop {
+            match ws.read() {
+                Ok(msg) => return Poll::Ready(Some(Ok(msg))),
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing to read: wait for the socket's read readiness
+                    // (already set again: read at once).
+                    match ws.get_ref().tcp.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Poll::Ready(None)
+                }
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
     }
 }
 
@@ -197,7 +209,7 @@ impl Upgrade {
                 Ok(upgraded) => upgraded,
                 Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
             };
-            match split(upgraded, outbox_capacity).await {
+            match split(upgraded, outbox_capacity) {
                 // A task of its own: this one's state (the upgrade, the
                 // split) would otherwise stay in the allocation every open
                 // connection keeps.
@@ -221,26 +233,24 @@ impl Upgrade {
 }
 
 /// The TCP stream under hyper's upgraded connection, as a socket to read
-/// and an outbox to write. Errors: the connection is not a plain TCP
-/// stream (the server accepts nothing else: TLS ends at the proxy).
-async fn split(
-    upgraded: Upgraded,
-    outbox_capacity: usize,
-) -> Result<(Socket, Arc<Outbox>), &'static str> {
+/// and an outbox to write, sharing it. Errors: the connection is not a
+/// plain TCP stream (the server accepts nothing else: TLS ends at the
+/// proxy).
+fn split(upgraded: Upgraded, outbox_capacity: usize) -> Result<(Socket, Arc<Outbox>), &'static str> {
     let parts = upgraded
         .downcast::<TokioIo<TcpStream>>()
         .map_err(|_| "the upgraded connection is not a TCP stream")?;
-    let (read, write) = parts.io.into_inner().into_split();
-    let outbox = Outbox::new(outbox_capacity, write);
-    let side = ReadSide {
-        tcp: read,
-        // Copied: hyper's bytes are a view of its whole read buffer (8 KiB),
-        // which an idle connection would otherwise keep for its life.
-        early: Bytes::copy_from_slice(&parts.read_buf),
+    let tcp = Arc::new(parts.io.into_inner());
+    let outbox = Outbox::new(outbox_capacity, tcp.clone());
+    let side = Side {
+        tcp,
         outbox: outbox.clone(),
     };
-    let socket = WebSocketStream::from_raw_socket(side, Role::Server, Some(config())).await;
-    Ok((socket, outbox))
+    // Copied: hyper's bytes are a view of its whole read buffer (8 KiB),
+    // which an idle connection would otherwise keep for its life.
+    let early = parts.read_buf.to_vec();
+    let ws = WebSocket::from_partially_read(side, early, Role::Server, Some(config()));
+    Ok((Socket { ws }, outbox))
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ pub(crate) async fn run(
                     &room,
                     me,
                     rate,
+                    Duration::ZERO,
                     || senders_stop.load(Ordering::Relaxed),
                     &sent,
                 )

@@ -90,6 +90,11 @@ enum Mode {
         /// seconds is reported, per delivery.
         #[arg(long, value_delimiter = ',')]
         pids: Vec<u32>,
+        /// Every sender sends at the same instant of each period (a burst
+        /// of all rooms' deliveries at once), instead of at its own phase
+        /// (independent users: the deliveries spread over the period).
+        #[arg(long)]
+        aligned: bool,
     },
     /// Raise the per-sender rate step by step (fresh rooms each step);
     /// report the highest step with zero loss and p99 under the bound.
@@ -398,28 +403,32 @@ pub(crate) async fn send_load<S>(
     room: &str,
     me: u32,
     rate: f64,
+    phase: Duration,
     stop_at: Instant,
     sent: &AtomicU64,
 ) -> u64
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    send_load_until(tx, room, me, rate, || Instant::now() >= stop_at, sent).await
+    send_load_until(tx, room, me, rate, phase, || Instant::now() >= stop_at, sent).await
 }
 
-/// [`send_load`] until `stop()` answers true.
+/// [`send_load`] until `stop()` answers true. The first message goes
+/// `phase` from now, then one every `1 / rate` seconds.
 pub(crate) async fn send_load_until<S>(
     tx: &mut S,
     room: &str,
     me: u32,
     rate: f64,
+    phase: Duration,
     stop: impl Fn() -> bool,
     sent: &AtomicU64,
 ) -> u64
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval_at((Instant::now() + phase).into(), period);
     let mut seq = 0u64;
     while !stop() {
         tick.tick().await;
@@ -439,6 +448,17 @@ where
         sent.fetch_add(1, Ordering::Relaxed);
     }
     seq
+}
+
+/// When sender `k` of `n` first sends, in a period of `1 / rate` seconds:
+/// spread evenly over the period, as independent users would send (their
+/// deliveries then arrive at a steady rate), or all at once when
+/// `aligned` (every period starts with a burst of every room's messages).
+fn phase(k: usize, n: usize, rate: f64, aligned: bool) -> Duration {
+    if aligned || n == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(k as f64 / n as f64 / rate)
 }
 
 /// What one receiver counted.
@@ -501,6 +521,8 @@ struct FanoutSpec {
     prefix: String,
     /// Server processes whose CPU is measured (none: not measured).
     pids: Vec<u32>,
+    /// Every sender at the same instant of the period (see [`phase`]).
+    aligned: bool,
 }
 
 async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json::Value> {
@@ -512,6 +534,7 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
         duration,
         warmup,
         ref prefix,
+        aligned,
         ..
     } = *spec;
     if senders > members || rate <= 0.0 {
@@ -588,10 +611,13 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
             let sent = sent.clone();
             let room = room.clone();
             let me = i as u32;
+            // The k-th of the run's senders.
+            let k = (i / members) * senders + i % members;
+            let phase = phase(k, rooms * senders, rate, aligned);
             tasks.push(tokio::spawn(async move {
                 (
                     me,
-                    send_load(&mut tx, &room, me, rate, stop_at, &sent).await,
+                    send_load(&mut tx, &room, me, rate, phase, stop_at, &sent).await,
                 )
             }));
         }
@@ -682,6 +708,7 @@ async fn saturation(urls: &[String], args: &SaturationArgs) -> anyhow::Result<se
             warmup: 1,
             prefix: format!("sat{run_id}-{n}"),
             pids: Vec::new(),
+            aligned: false,
         };
         eprintln!("saturation step {n}: {rate:.1} msg/s per sender");
         let r = fanout(urls, &spec).await?;
@@ -926,6 +953,7 @@ async fn run() -> anyhow::Result<()> {
             duration,
             warmup,
             pids,
+            aligned,
         } => {
             let spec = FanoutSpec {
                 rooms,
@@ -936,6 +964,7 @@ async fn run() -> anyhow::Result<()> {
                 warmup,
                 prefix: format!("load{}", now_us() % 1_000_000),
                 pids,
+                aligned,
             };
             fanout(&cli.urls, &spec).await?
         }

@@ -14,7 +14,7 @@ use protocol::{
     User,
 };
 use std::time::Instant;
-use tokio_tungstenite::tungstenite::{self as tungstenite, Message};
+use tungstenite::Message;
 use tracing::Instrument as _;
 
 impl Connection {
@@ -27,7 +27,7 @@ impl Connection {
         let Some(Ok(msg)) = msg else {
             return Err(End::Gone);
         };
-        self.last_seen = Instant::now();
+        self.outbox.heard();
         match codec::decode(&msg) {
             Ok(Decoded::Control) => Ok(()),
             Ok(Decoded::Close) => Err(End::Gone),

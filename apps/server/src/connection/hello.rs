@@ -9,8 +9,8 @@ use crate::session::Sessions;
 use futures_util::StreamExt;
 use protocol::{ClientFrame, CloseCode, ErrorCode, Name, ServerFrame, User};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-use tokio_tungstenite::tungstenite::Message;
+use std::time::SystemTime;
+use tungstenite::Message;
 
 impl Connection {
     /// Waits for `hello`, the only frame allowed first, and answers `welcome`.
@@ -34,7 +34,7 @@ impl Connection {
             let Some(Ok(msg)) = msg else {
                 return Err(End::Gone);
             };
-            self.last_seen = Instant::now();
+            self.outbox.heard();
             match codec::decode(&msg) {
                 Ok(Decoded::Control) => {}
                 Ok(Decoded::Close) => return Err(End::Gone),

@@ -1,10 +1,50 @@
 //! The registry of this instance's open connections, through which
-//! shutdown reaches each of them.
+//! shutdown and the keepalive reach each of them.
 
+use crate::codec::Wire;
 use crate::hub::ConnId;
 use crate::outbox::Outbox;
 use protocol::{CloseCode, User};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Connections pinged in one go before the keepalive yields (a ping is one
+/// `write(2)`, a few µs): a pass over many connections does not hold a
+/// worker thread for long.
+const KEEPALIVE_BATCH: usize = 256;
+
+/// The instance's keepalive, until `stop`: every `interval`, each open
+/// connection whose peer was heard from within `idle_timeout` gets a ping
+/// (RFC 6455 §5.5.2: its pong, like any frame, counts as heard), and the
+/// others are dropped (their clients reconnect and recover by offset).
+///
+/// One task for the instance instead of a timer per connection: an idle
+/// connection then costs no timer entry and no wake-up of its own.
+pub(crate) async fn keepalive(
+    ctx: Arc<super::ConnContext>,
+    interval: Duration,
+    idle_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let ping = Wire::ping();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let outboxes = ctx.live.outboxes();
+        for batch in outboxes.chunks(KEEPALIVE_BATCH) {
+            for outbox in batch {
+                outbox.keepalive(&ping, idle_timeout);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
 
 /// The outboxes of this instance's open connections, and whether it is
 /// shutting down. Shutdown reaches each connection, in `hello` or after,
@@ -73,6 +113,12 @@ impl Live {
     /// Whether a drain began (`/readyz`).
     pub(crate) fn draining(&self) -> bool {
         self.state.lock().expect("live lock").draining
+    }
+
+    /// The outboxes of the open connections, at this moment.
+    fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        let state = self.state.lock().expect("live lock");
+        state.outboxes.values().cloned().collect()
     }
 
     /// Open connections.

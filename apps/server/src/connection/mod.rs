@@ -2,8 +2,9 @@
 //! and [`crate::codec`], asks the [`Hub`] to act, and writes replies and
 //! the frames the hub queued in this connection's bounded outbox.
 //!
-//! Owns the session state of one client (user, joined rooms, rate limit,
-//! heartbeats). Does not own room
+//! Owns the session state of one client (user, joined rooms, rate limit).
+//! Pings and the idle timeout are the instance's ([`live::keepalive`]).
+//! Does not own room
 //! state (the hub does) or storage (the engine does).
 //!
 //! By step: [`hello`] (sign-in), [`frames`] (each client frame), this
@@ -19,7 +20,7 @@ mod frames;
 mod hello;
 mod live;
 
-pub(crate) use self::live::Live;
+pub(crate) use self::live::{keepalive, Live};
 
 use crate::codec::{encode, Wire};
 use crate::config::Config;
@@ -78,23 +79,27 @@ const MAX_READ_PAUSE: Duration = Duration::from_secs(5);
 /// Not an `async fn`: the connection is built before the future, so the
 /// future holds it once instead of also keeping room for the socket it was
 /// made from. Every open connection keeps this future for its whole life.
-/// `request`: the span of the upgrade request (its request id), the parent
-/// of the connection's span.
+/// `request_id`: the upgrade request's id (`x-request-id`), a field of
+/// the connection's span. That span is a root: as the request span's child
+/// it kept the request span alive (and its fields formatted, for the logs)
+/// as long as the connection, ~0.5 KB per connection.
 pub(crate) fn serve(
     socket: Socket,
     outbox: Arc<Outbox>,
     ctx: Arc<ConnContext>,
     id: ConnId,
     ip: IpAddr,
-    request: tracing::Span,
+    request_id: String,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
-        parent: &request,
+        parent: None,
         "conn",
         conn = id,
+        request_id = request_id.as_str(),
         user = tracing::field::Empty,
         server = %ctx.config.instance_id
     );
+    drop(request_id);
     let mut conn = Connection::new(socket, outbox, ctx, id, ip);
     conn.ctx.live.add(id, conn.outbox.clone());
     async move {
@@ -130,7 +135,6 @@ struct Connection {
     /// When the recent `bad_frame` errors were sent (at most
     /// [`BAD_FRAME_LIMIT`] kept).
     bad_frames: VecDeque<Instant>,
-    last_seen: Instant,
     /// Set when a drain asked the client to reconnect: the connection is
     /// closed with 1012 when it fires, if the client has not left by then.
     /// Boxed: allocated only then.
@@ -173,7 +177,6 @@ impl Connection {
             },
             paused: None,
             bad_frames: VecDeque::new(),
-            last_seen: Instant::now(),
             leave_by: None,
             host: None,
             ctx,
@@ -188,8 +191,8 @@ impl Connection {
         if let Err(end) = Box::pin(self.hello()).await {
             return end;
         }
-        let mut ping = tokio::time::interval(self.ctx.config.ping_interval);
-        ping.tick().await;
+        // Pings and the idle timeout are the instance's keepalive
+        // ([`live::keepalive`]): no timer per connection.
         // Made once, not per loop turn: re-creating it registered and
         // dropped a waiter per delivered message. Shutdown and kicks come
         // through the outbox too (see `Live`).
@@ -216,7 +219,6 @@ impl Connection {
                 () = async { self.host.as_mut().expect("host").expiry.as_mut().await }, if self.host.is_some() => {
                     Err(End::Close(CloseCode::TokenExpired, "token expired"))
                 }
-                _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = step {
                 return end;
@@ -232,6 +234,10 @@ impl Connection {
         let unsent = match self.outbox.on_wake(&mut closed) {
             Woken::Ready { unsent } => unsent,
             Woken::Failed => return Err(End::Gone),
+            Woken::Silent => {
+                tracing::info!("peer silent past the idle timeout; dropping it");
+                return Err(End::Gone);
+            }
             Woken::Kicked(CloseCode::ServiceRestart) => return Err(self.shutting_down().await),
             Woken::Kicked(code) => return Err(End::Close(code, kick_reason(code))),
         };
@@ -272,14 +278,6 @@ impl Connection {
             Box::pin(self.flush()).await?;
         }
         Ok(())
-    }
-
-    async fn heartbeat(&mut self) -> Result<(), End> {
-        if self.last_seen.elapsed() > self.ctx.config.idle_timeout {
-            tracing::info!("peer silent past the idle timeout; dropping it");
-            return Err(End::Gone);
-        }
-        self.write(&Wire::ping()).await
     }
 
     /// The session signed in (or refreshed) with host token `host`: its

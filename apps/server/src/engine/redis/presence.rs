@@ -20,8 +20,15 @@ use protocol::{RoomInfo, RoomName, User};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 
-/// Commands of a refresh in flight at once.
-const REFRESH_CONCURRENCY: usize = 256;
+/// Commands of a refresh in flight at once. Few: they share the
+/// multiplexed connection with the publishes, which wait behind whatever
+/// is in flight on it, and Redis runs a client's pipelined commands in one
+/// go, the other instances' publishes waiting meanwhile. At 256 (a script
+/// takes ~20 µs) every refresh of a few thousand entries held publishes
+/// back by 5 ms and more, the p99 of `make bench-delivery`'s load; at 16 a
+/// publish waits ~0.3 ms at most, and 10,000 entries still take well under
+/// a second of the refresh's third of a TTL.
+const REFRESH_CONCURRENCY: usize = 16;
 /// Users swept per script call (each one's hash is a declared key).
 const SWEEP_BATCH: usize = 100;
 
