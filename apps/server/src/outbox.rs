@@ -586,6 +586,34 @@ mod tests {
         assert_eq!(kicked, Some(CloseCode::TryAgainLater));
     }
 
+    /// The keepalive writes a ping to a peer heard from within the idle
+    /// timeout; a peer silent for longer wakes the connection to drop it.
+    #[tokio::test]
+    async fn the_keepalive_pings_a_peer_heard_from_and_gives_up_on_a_silent_one() {
+        use std::io::Read;
+        let (outbox, mut peer) = pair(8).await;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(outbox.keepalive(&Wire::ping(), Duration::from_secs(60)));
+        let mut ping = [0u8; 2];
+        peer.read_exact(&mut ping).unwrap();
+        assert_eq!(ping, [0x89, 0x00], "an empty ping frame");
+        let mut closed = Vec::new();
+        assert_eq!(outbox.on_wake(&mut closed), Woken::Ready { unsent: false });
+
+        std::thread::sleep(Duration::from_millis(30));
+        // Heard from just now: still alive for a 20 ms timeout.
+        outbox.heard();
+        assert!(outbox.keepalive(&Wire::ping(), Duration::from_millis(20)));
+        peer.read_exact(&mut ping).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!outbox.keepalive(&Wire::ping(), Duration::from_millis(20)));
+        let waiter = outbox.changed();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the silent peer's connection is woken");
+        assert_eq!(outbox.on_wake(&mut closed), Woken::Silent);
+    }
+
     /// A connected pair: the outbox's socket (server side) and the peer.
     async fn pair(capacity: usize) -> (Arc<Outbox>, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
