@@ -29,9 +29,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_util::task::TaskTracker;
 use tungstenite::{Bytes, Message, WebSocket};
 
 /// Largest WebSocket message the transport reads at all. Frames between the
@@ -236,7 +236,10 @@ impl Upgrade {
 /// and an outbox to write, sharing it. Errors: the connection is not a
 /// plain TCP stream (the server accepts nothing else: TLS ends at the
 /// proxy).
-fn split(upgraded: Upgraded, outbox_capacity: usize) -> Result<(Socket, Arc<Outbox>), &'static str> {
+fn split(
+    upgraded: Upgraded,
+    outbox_capacity: usize,
+) -> Result<(Socket, Arc<Outbox>), &'static str> {
     let parts = upgraded
         .downcast::<TokioIo<TcpStream>>()
         .map_err(|_| "the upgraded connection is not a TCP stream")?;

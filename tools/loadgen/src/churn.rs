@@ -127,7 +127,10 @@ pub(crate) async fn run(urls: &[String], args: &ChurnArgs) -> anyhow::Result<ser
             sender_tasks.push(tokio::spawn(async move {
                 let (mut tx, mut rx) = ws.split();
                 tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
-                (r, send_load(&mut tx, &room, me, rate, Duration::ZERO, stop_at, &sent).await)
+                (
+                    r,
+                    send_load(&mut tx, &room, me, rate, Duration::ZERO, stop_at, &sent).await,
+                )
             }));
         }
     }

@@ -410,7 +410,16 @@ pub(crate) async fn send_load<S>(
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    send_load_until(tx, room, me, rate, phase, || Instant::now() >= stop_at, sent).await
+    send_load_until(
+        tx,
+        room,
+        me,
+        rate,
+        phase,
+        || Instant::now() >= stop_at,
+        sent,
+    )
+    .await
 }
 
 /// [`send_load`] until `stop()` answers true. The first message goes

@@ -14,8 +14,8 @@ use protocol::{
     User,
 };
 use std::time::Instant;
-use tungstenite::Message;
 use tracing::Instrument as _;
+use tungstenite::Message;
 
 impl Connection {
     /// One message read from the socket: a frame to act on, a control
