@@ -17,7 +17,7 @@ export KUBERNETES_VALIDATE_DIR ?= $(HOME)/.cache/chat/kubernetes-validate
 K8S_DIR ?= deploy/k8s
 K8S_MANIFESTS = $(filter-out $(K8S_DIR)/kustomization.yaml,$(sort $(wildcard $(K8S_DIR)/*.yaml)))
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-delivery bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-delivery bench-instructions bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -28,6 +28,8 @@ help:
 	@echo "make cluster  redis-server + two instances (:3001, :3002) behind nginx on :3000"
 	@echo "              (make cluster REDIS=cluster: a 3-master + 3-replica Redis Cluster instead)"
 	@echo "make bench    load generator against redis + two release instances"
+	@echo "make bench-delivery  CPU per delivery vs the kernel's floor, 1 core and 2, saturation, a join burst"
+	@echo "make bench-instructions  instructions per delivery of one instance (callgrind; repeatable)"
 	@echo "make bench-avalanche  5,000 clients leave a stopped instance, with and without a drain window"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
 	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite); delivery p99 with and without it"
@@ -74,6 +76,14 @@ bench-delivery: build-release
 	$(ENSURE) redis-server
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench_delivery.sh
+
+## bench-instructions: instructions one instance executes per delivered
+## message (valgrind's callgrind: repeatable on a noisy machine), with the
+## functions that take the most. Writes bench/instructions.json.
+bench-instructions: build-release
+	$(ENSURE) redis-server
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench_instructions.sh
 
 ## bench-avalanche: the drain (issue 16): 5,000 clients on one of two
 ## instances, which gets SIGTERM under a steady load, without and with a

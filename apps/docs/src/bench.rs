@@ -17,6 +17,50 @@ pub const AVALANCHE_JSON: &str = include_str!("../../../bench/avalanche.json");
 /// `{"commit": ..., "runs": [...]}`.
 pub const DELIVERY_JSON: &str = include_str!("../../../bench/delivery.json");
 
+/// Issue 18's instruction count (`scripts/bench_instructions.sh`, `make
+/// bench-instructions`): `{"commit", "deliveries", "instructions",
+/// "instructions_per_delivery", "stages": [{"stage",
+/// "instructions_per_delivery"}]}`.
+pub const INSTRUCTIONS_JSON: &str = include_str!("../../../bench/instructions.json");
+
+/// The section of [`INSTRUCTIONS_JSON`]: the count per delivery, and per
+/// stage of a message's way through the instance.
+fn instructions_section() -> impl IntoView {
+    let v: Value = serde_json::from_str(INSTRUCTIONS_JSON).unwrap_or(Value::Null);
+    let lead = format!(
+        "At commit {}: {} instructions per delivered message ({} instructions over {} deliveries).",
+        v["commit"].as_str().unwrap_or("?"),
+        fmt(v["instructions_per_delivery"].as_f64()),
+        fmt(v["instructions"].as_f64()),
+        fmt(v["deliveries"].as_f64()),
+    );
+    let rows = v["stages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let stage = r["stage"].as_str().unwrap_or("?");
+            // Indented in the file: a part of the stage above it.
+            let stage = match stage.strip_prefix("  ") {
+                Some(part) => format!("↳ {part}"),
+                None => stage.to_owned(),
+            };
+            let per = fmt(r["instructions_per_delivery"].as_f64());
+            view! { <tr><td>{stage}</td><td>{per}</td></tr> }
+        })
+        .collect_view();
+    view! {
+        <h2 id="instructions">"Instructions per delivery"</h2>
+        <p>"From " <code>"make bench-instructions"</code> " (" <code>"bench/instructions.json"</code> "): one of two instances runs under valgrind's callgrind, which counts the instructions it executes rather than the seconds they take, so the figure is the same run after run however busy the machine is. 40 rooms x 10 members over the two instances, one sender per room at 2 messages a second; counted over 10 s once every member has joined, per message delivered to a member on that instance. The kernel's work (the writes themselves) is not counted: this is the part that is ours."</p>
+        <p>{lead}</p>
+        <table class="docs-table docs-bench">
+            <thead><tr><th>"stage (its function, with what that calls; ↳: part of the one above)"</th><th>"instructions per delivery"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
 /// The runs of [`DELIVERY_JSON`], in file order, and the commit measured.
 pub fn delivery_runs() -> (Vec<BenchRun>, String) {
     let file: Value = serde_json::from_str(DELIVERY_JSON).unwrap_or(Value::Null);
@@ -261,6 +305,7 @@ pub(crate) fn Benchmarks() -> impl IntoView {
             ("connect to joined p99 ms", |r| fmt(r.fields["connect_to_joined_ms"]["p99"].as_f64())),
             ("all joined s", |r| fmt(r.num("all_joined_s"))),
         ])}
+        {instructions_section()}
         <h2 id="stores">"One Redis or a Redis Cluster"</h2>
         <p>"The same load against one Redis and against a 3-master Redis Cluster (sharded pub/sub), in one run of " <code>"make bench"</code> ". Redis CPU is the user and system time of every redis-server process over the load's whole run, per delivered message: what the store costs, whatever the instances cost."</p>
         {runs_table(&stores, &[

@@ -316,6 +316,20 @@ mod tests {
         for run in &delivery {
             assert!(html.contains(&pages::escape(&run.label)), "{}", run.label);
         }
+        // The instruction count, from its own file.
+        let instructions: serde_json::Value =
+            serde_json::from_str(bench::INSTRUCTIONS_JSON).expect("instructions.json parses");
+        let per = instructions["instructions_per_delivery"]
+            .as_u64()
+            .expect("instructions per delivery");
+        assert!(per > 0);
+        assert!(html.contains(instructions["commit"].as_str().expect("commit")));
+        let stages = instructions["stages"].as_array().expect("stages");
+        assert!(!stages.is_empty());
+        for s in stages {
+            let name = s["stage"].as_str().expect("stage");
+            assert!(html.contains(&pages::escape(name.trim())), "{name}");
+        }
         for run in &avalanche {
             let label = run["label"].as_str().expect("label");
             assert!(html.contains(&pages::escape(label)), "{label}");

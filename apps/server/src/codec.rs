@@ -12,7 +12,13 @@ use tungstenite::{Bytes, Message};
 /// message and shares the bytes with every member: a delivery is then one
 /// write of these bytes, with no per-socket framing or copy.
 pub(crate) fn encode(frame: &ServerFrame) -> Wire {
-    let mut buf = Vec::with_capacity(256);
+    // Sized once: a message frame outgrew 256 bytes and was copied into a
+    // larger buffer, once per message and instance (callgrind).
+    let hint = match frame {
+        ServerFrame::Message(m) => m.body.len() + m.from.name.len() + m.room.len() + 224,
+        _ => 256,
+    };
+    let mut buf = Vec::with_capacity(MAX_HEADER + hint);
     buf.extend_from_slice(&[0; MAX_HEADER]);
     serde_json::to_writer(&mut buf, frame).expect("server frames always serialise");
     Wire::framing(buf, OPCODE_TEXT)

@@ -28,6 +28,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 use tungstenite::handshake::derive_accept_key;
@@ -79,10 +80,28 @@ struct Side {
 }
 
 impl io::Read for Side {
-    /// Never blocks: `WouldBlock` when the socket has nothing (a short read
-    /// also clears its readiness, so a frame costs one `recvfrom`).
+    /// Never blocks: `WouldBlock` when the socket has nothing. A short read
+    /// (fewer bytes than asked, not 0) also clears the socket's read
+    /// readiness, as tokio's own `poll_read` does: the socket was drained,
+    /// and the next read waits for the next edge instead of a `recvfrom`
+    /// that answers `EAGAIN` (one per inbound frame, issue 18's perf
+    /// counts). The readiness cleared is the one seen before the read
+    /// (`try_io`'s tick), so data arriving after it still wakes the task.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp.try_read(buf)
+        let (tcp, len) = (&self.tcp, buf.len());
+        let mut short = 0;
+        let read = tcp.try_io(Interest::READABLE, || {
+            let n = tcp.try_read(buf)?;
+            if n > 0 && n < len {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+            read => read,
+        }
     }
 }
 

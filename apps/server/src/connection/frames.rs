@@ -318,7 +318,7 @@ impl Connection {
             Err(e) => return self.error(e.code(), &e.to_string(), Some(id)).await,
         };
         let msg = Publication {
-            id: format!("m_{}", uuid::Uuid::now_v7().simple()),
+            id: message_id(),
             client_id: client_id.into_string(),
             from: User::clone(self.user()),
             body: body.into_string(),
@@ -414,6 +414,18 @@ fn keep_newest_within(messages: &mut Vec<ChatMessage>, budget: usize) -> bool {
     let cut = messages.len() - keep;
     messages.drain(..cut);
     cut > 0
+}
+
+/// A new message id (the `id` of PROTOCOL.md's `message` frame): `m_` and
+/// a UUIDv7's 32 lowercase hex digits, time ordered; written straight into its string
+/// (`format!` cost about 940 instructions per message: callgrind).
+fn message_id() -> String {
+    let mut digits = uuid::Uuid::encode_buffer();
+    let uuid = uuid::Uuid::now_v7();
+    let mut id = String::with_capacity(2 + uuid::fmt::Simple::LENGTH);
+    id.push_str("m_");
+    id.push_str(uuid.simple().encode_lower(&mut digits));
+    id
 }
 
 #[cfg(test)]

@@ -186,3 +186,21 @@ async fn events_go_to_their_rooms_shard_in_order_and_a_resync_to_every_shard() {
         assert!(matches!(shard.try_recv(), Ok(EngineEvent::Resync)));
     }
 }
+
+#[test]
+fn epochs_are_16_lowercase_hex_digits_and_differ() {
+    let a = new_epoch_digits();
+    let b = new_epoch_digits();
+    for e in [a.as_str(), b.as_str(), &new_epoch()] {
+        assert_eq!(e.len(), 16, "{e}");
+        assert!(
+            e.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{e}"
+        );
+    }
+    assert_ne!(a.as_str(), b.as_str());
+    // The digits are the u64's, most significant first (as `{:016x}`).
+    let n = u64::from_str_radix(a.as_str(), 16).unwrap();
+    assert_eq!(format!("{n:016x}"), a.as_str());
+}

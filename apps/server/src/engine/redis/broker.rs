@@ -3,7 +3,7 @@
 //! on the room's channel, subscriptions through the pub/sub task.
 
 use super::RedisEngine;
-use crate::engine::{new_epoch, Broker, EngineError, Position, Publication, Published};
+use crate::engine::{new_epoch_digits, Broker, EngineError, Position, Publication, Published};
 use async_trait::async_trait;
 use protocol::{ChatMessage, RoomName, User};
 use redis::streams::StreamRangeReply;
@@ -24,8 +24,7 @@ impl Broker for RedisEngine {
     ) -> Result<Published, EngineError> {
         let (seen_epoch, seen_offset) = seen.map_or(("", 0), |p| (&*p.epoch, p.offset));
         let dedupe = self.keys.dedupe(room, &msg.from.id, &msg.client_id);
-        let stored =
-            serde_json::to_string(&msg).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let stored = msg.to_json();
         if self.archive.is_some() {
             Box::pin(self.mark_before_publish(room)).await?;
         }
@@ -39,12 +38,15 @@ impl Broker for RedisEngine {
                             // The hottest command: built in one buffer
                             // (see `evalsha`).
                             let script = &self.scripts(&conn).publish;
-                            let mut cmd = super::evalsha(script, 3);
+                            // 3 keys, 9 arguments; the keys and the
+                            // channel are about as long as the dedupe key.
+                            let bytes = dedupe.len() * 4 + stored.len() + seen_epoch.len() + 80;
+                            let mut cmd = super::evalsha(script, 3, 12, bytes);
                             cmd.arg(self.keys.meta(room))
                                 .arg(self.keys.log(room))
                                 .arg(dedupe)
                                 .arg(self.keys.channel(room))
-                                .arg(&*new_epoch())
+                                .arg(new_epoch_digits().as_str())
                                 .arg(self.history_cap)
                                 // A forgotten room forgets its dedupe keys too.
                                 .arg(
@@ -86,7 +88,7 @@ impl Broker for RedisEngine {
                         .position
                         .key(self.keys.meta(room))
                         .key(self.keys.log(room))
-                        .arg(&*new_epoch())
+                        .arg(new_epoch_digits().as_str())
                         .arg(self.retention.as_millis() as u64)
                         .arg(self.presence_ttl.as_millis() as u64)
                         .arg(self.archive_flag())
@@ -110,7 +112,7 @@ impl Broker for RedisEngine {
                     .reset_epoch
                     .key(self.keys.meta(room))
                     .arg(lost)
-                    .arg(&*new_epoch())
+                    .arg(new_epoch_digits().as_str())
                     .arg(self.keys.channel(room))
                     .invoke_async(&mut conn)
                     .await
