@@ -340,10 +340,7 @@ impl Connection {
         let started = Instant::now();
         match self.ctx.hub.publish(&name, msg).await {
             Ok(published) => {
-                metrics::histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
-                if !published.duplicate {
-                    metrics::counter!(m::MESSAGES_PUBLISHED).increment(1);
-                }
+                m::published(started.elapsed().as_secs_f64(), published.duplicate);
                 self.reply(&ServerFrame::Ack {
                     id,
                     room: name.into_string(),

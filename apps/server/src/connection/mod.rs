@@ -331,7 +331,7 @@ impl Connection {
 
     /// [`Connection::reply`], answering how many bytes were sent.
     async fn reply_len(&mut self, frame: &ServerFrame) -> Result<usize, End> {
-        metrics::counter!(m::FRAMES_OUT, "type" => frame.kind()).increment(1);
+        m::frame_out(frame.kind());
         let wire = encode(frame);
         self.write(&wire).await?;
         Ok(wire.payload_len())
@@ -381,7 +381,7 @@ impl Connection {
     }
 
     fn count_in(&self, kind: &'static str) {
-        metrics::counter!(m::FRAMES_IN, "type" => kind).increment(1);
+        m::frame_in(kind);
     }
 
     /// Leaves every room and closes the socket as `end` says.

@@ -174,6 +174,23 @@ async fn metrics_count_connections_and_frames() {
     let server = TestServer::start(Config::for_tests()).await;
     let mut alice = server.login("alice").await;
     alice.ping().await;
+    // A publish, and the same client id again (a duplicate: acked with
+    // the same offset, published once).
+    alice.join("metered").await;
+    let offset = alice.send_acked("metered", "c-metered", "one").await;
+    alice.expect_message().await;
+    assert_eq!(
+        alice.send_acked("metered", "c-metered", "one").await,
+        offset
+    );
+    for (series, count) in [
+        ("chat_frames_in_total{type=\"send\"}", 2.0),
+        ("chat_frames_out_total{type=\"ack\"}", 2.0),
+        ("chat_messages_published_total", 1.0),
+        ("chat_publish_duration_seconds_count", 2.0),
+    ] {
+        assert_eq!(server.metric(series).await, count, "{series}");
+    }
 
     let (status, text) = server.get("/metrics").await;
     assert_eq!(status, 200);
