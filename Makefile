@@ -81,7 +81,7 @@ bench-delivery: build-release
 ## message (valgrind's callgrind: repeatable on a noisy machine), with the
 ## functions that take the most. Writes bench/instructions.json.
 bench-instructions: build-release
-	$(ENSURE) redis-server
+	$(ENSURE) redis-server valgrind
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench_instructions.sh
 

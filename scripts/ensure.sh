@@ -10,6 +10,7 @@
 #                 Chromium and downloads no browser)
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst faketime
+#   valgrind (make bench-instructions, callgrind)
 #   postgresql    Debian packages (apt-get update runs once, first); the
 #                 archive's tests start their own server from postgresql's
 #                 binaries, never the machine's service
@@ -92,6 +93,7 @@ for tool in "$@"; do
     docker-compose) command -v docker-compose >/dev/null || apt_install docker-compose ;;
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
     faketime) command -v faketime >/dev/null || apt_install faketime ;;
+    valgrind) command -v callgrind_control >/dev/null || apt_install valgrind ;;
     postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql ;;
     lighthouse)
       command -v npm >/dev/null || apt_install nodejs npm
