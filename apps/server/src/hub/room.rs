@@ -204,7 +204,7 @@ impl LocalRoom {
             offset: d.offset,
             frame: d.frame.clone(),
         });
-        metrics::counter!(m::MESSAGES_DELIVERED).increment(self.members.len() as u64);
+        m::delivered(self.members.len() as u64);
         self.delivered.fetch_add(
             self.members.len() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -188,6 +188,8 @@ async fn metrics_count_connections_and_frames() {
         ("chat_frames_out_total{type=\"ack\"}", 2.0),
         ("chat_messages_published_total", 1.0),
         ("chat_publish_duration_seconds_count", 2.0),
+        // To alice, the room's one member, once.
+        ("chat_messages_delivered_total", 1.0),
     ] {
         assert_eq!(server.metric(series).await, count, "{series}");
     }

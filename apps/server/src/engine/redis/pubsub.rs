@@ -420,8 +420,9 @@ impl Single {
                         return Lost::Connection;
                     };
                     let Some(room) = self.core.keys.room_of_channel(msg.get_channel_name()) else { continue };
-                    let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    if let Some(event) = receive(self.core.tail.as_deref(), room, &payload) {
+                    // Borrowed: a channel message is read once, here.
+                    let Ok(payload) = std::str::from_utf8(msg.get_payload_bytes()) else { continue };
+                    if let Some(event) = receive(self.core.tail.as_deref(), room, payload) {
                         if !intake(&events, &owed, &wake, event) {
                             return Lost::Stop;
                         }
