@@ -24,27 +24,16 @@ work=$(mktemp -d)
 mkdir -p bench
 . scripts/instances.sh
 
-start_redis
-port_a=$(free_port)
-port_b=$(free_port)
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" --dump-instr=no \
-  "$server" --bind 127.0.0.1 --port "$port_a" --instance-id instr-a --redis-url "$redis_url" \
-  --session-secret instr-secret-0123456789 "${bench_args[@]}" --log warn 2> "$work/valgrind.log" &
-pids+=($!)
-instance_a=$!
-"$server" --bind 127.0.0.1 --port "$port_b" --instance-id instr-b --redis-url "$redis_url" \
-  --session-secret instr-secret-0123456789 "${bench_args[@]}" --log warn &
-pids+=($!)
-for _ in $(seq 300); do
-  curl -fs "http://127.0.0.1:$port_a/readyz" >/dev/null 2>&1 &&
-    curl -fs "http://127.0.0.1:$port_b/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
+first_wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" --dump-instr=no)
+start_instances instr "$server" "${bench_args[@]}"
+instance_a=${server_pids[0]}
+port_b=${urls[1]#ws://127.0.0.1:}
+port_b=${port_b%/ws}
 delivered() {
   curl -fs "http://127.0.0.1:$port_b/metrics" |
     awk '/^chat_messages_delivered_total/ {s += $2} END {print s + 0}'
 }
-"$loadgen" --urls "ws://127.0.0.1:$port_a/ws,ws://127.0.0.1:$port_b/ws" \
+"$loadgen" --urls "$joined_urls" \
   fanout --rooms 40 --members 10 --senders 1 --rate 2 --duration 50 --warmup 2 \
   > "$work/loadgen.txt" 2>&1 &
 load=$!

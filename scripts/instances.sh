@@ -1,10 +1,11 @@
-# Sourced by scripts/bench.sh, scripts/bench_delivery.sh and scripts/hostile.sh: a redis-server (or,
+# Sourced by the bench scripts and scripts/hostile.sh: a redis-server (or,
 # with REDIS=cluster, a local 3-master Redis Cluster) and two release
 # instances on free ports, stopped when the script exits.
 #
 #   start_instances NAME SERVER [EXTRA_SERVER_ARGS...]   # = start_redis + start_servers
 #   start_redis                  # sets redis_url and redis_pids
-#   start_servers NAME SERVER [EXTRA_SERVER_ARGS...]   # under "${server_wrap[@]}" if set
+#   start_servers NAME SERVER [EXTRA_SERVER_ARGS...]   # under "${server_wrap[@]}" if set,
+#                                # the first also under "${first_wrap[@]}"
 #   stop_instances               # stops both, to start another store
 #
 # needs $work (a temporary directory, removed at exit) and sets redis_url,
@@ -19,6 +20,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 pids=()
 # A command the instances run under (e.g. `taskset -c 0`); none by default.
 server_wrap=()
+# A command the first instance alone runs under, inside server_wrap (e.g.
+# valgrind); none by default.
+first_wrap=()
 cleanup() {
   # Newest first: the instances stop before the Redis they use.
   local i
@@ -61,16 +65,18 @@ start_servers() {
   shift 2
   urls=()
   server_pids=()
-  local instance port pid
+  local instance port pid wrap=("${first_wrap[@]}")
   for instance in "$name-a" "$name-b"; do
     port=$(free_port)
-    "${server_wrap[@]}" "$server" --bind 127.0.0.1 --port "$port" --instance-id "$instance" \
+    "${server_wrap[@]}" "${wrap[@]}" "$server" --bind 127.0.0.1 --port "$port" --instance-id "$instance" \
       --redis-url "$redis_url" --session-secret "$name-secret-0123456789" \
       "$@" --log warn &
     pid=$!
     pids+=($pid); server_pids+=($pid)
     urls+=("ws://127.0.0.1:$port/ws")
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    wrap=()
+    # Up to a minute: an instance under valgrind takes seconds to start.
+    for _ in $(seq 600); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   done
   joined_urls=$(IFS=,; echo "${urls[*]}")
   joined_pids=$(IFS=,; echo "${server_pids[*]}")

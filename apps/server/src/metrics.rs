@@ -6,6 +6,7 @@
 //! share it.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use protocol::frames::{CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES};
 use std::sync::OnceLock;
 
 /// Open WebSocket connections (gauge).
@@ -180,14 +181,17 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// The metrics every published or delivered message touches, as handles
-/// resolved once: the `counter!`/`histogram!` macros build a metric's key
-/// and look it up in the recorder's registry on every call, about 400–850
-/// instructions each: four per message on the instance publishing it, one
-/// on each instance delivering it (`make bench-instructions`).
+/// The metrics every frame and every published or delivered message
+/// touches, as handles resolved once: the `counter!`/`histogram!` macros
+/// build a metric's key and look it up in the recorder's registry on every
+/// call, about 400–850 instructions each: four per message on the instance
+/// publishing it, one on each instance delivering it (`make
+/// bench-instructions`).
 struct Hot {
-    frames_in_send: metrics::Counter,
-    frames_out_ack: metrics::Counter,
+    /// [`FRAMES_IN`] of each of [`CLIENT_FRAME_TYPES`], in its order.
+    frames_in: [metrics::Counter; CLIENT_FRAME_TYPES.len()],
+    /// [`FRAMES_OUT`] of each of [`SERVER_FRAME_TYPES`], in its order.
+    frames_out: [metrics::Counter; SERVER_FRAME_TYPES.len()],
     published: metrics::Counter,
     publish_seconds: metrics::Histogram,
     delivered: metrics::Counter,
@@ -200,27 +204,37 @@ fn hot() -> Option<&'static Hot> {
     static HOT: OnceLock<Hot> = OnceLock::new();
     HANDLE.get()?;
     Some(HOT.get_or_init(|| Hot {
-        frames_in_send: metrics::counter!(FRAMES_IN, "type" => "send"),
-        frames_out_ack: metrics::counter!(FRAMES_OUT, "type" => "ack"),
+        frames_in: CLIENT_FRAME_TYPES.map(|kind| metrics::counter!(FRAMES_IN, "type" => kind)),
+        frames_out: SERVER_FRAME_TYPES.map(|kind| metrics::counter!(FRAMES_OUT, "type" => kind)),
         published: metrics::counter!(MESSAGES_PUBLISHED),
         publish_seconds: metrics::histogram!(PUBLISH_SECONDS),
         delivered: metrics::counter!(MESSAGES_DELIVERED),
     }))
 }
 
+/// The handle of `kind` among `handles`, resolved for the `kinds` in the
+/// same order; `None` for a kind not among them (`invalid`).
+fn of_kind<'a>(
+    handles: &'a [metrics::Counter],
+    kinds: &[&str],
+    kind: &str,
+) -> Option<&'a metrics::Counter> {
+    kinds.iter().position(|k| *k == kind).map(|i| &handles[i])
+}
+
 /// Counts one frame of type `kind` read from a client ([`FRAMES_IN`]).
 pub(crate) fn frame_in(kind: &'static str) {
-    match hot() {
-        Some(hot) if kind == "send" => hot.frames_in_send.increment(1),
-        _ => metrics::counter!(FRAMES_IN, "type" => kind).increment(1),
+    match hot().and_then(|h| of_kind(&h.frames_in, &CLIENT_FRAME_TYPES, kind)) {
+        Some(counter) => counter.increment(1),
+        None => metrics::counter!(FRAMES_IN, "type" => kind).increment(1),
     }
 }
 
 /// Counts one direct reply of type `kind` ([`FRAMES_OUT`]).
 pub(crate) fn frame_out(kind: &'static str) {
-    match hot() {
-        Some(hot) if kind == "ack" => hot.frames_out_ack.increment(1),
-        _ => metrics::counter!(FRAMES_OUT, "type" => kind).increment(1),
+    match hot().and_then(|h| of_kind(&h.frames_out, &SERVER_FRAME_TYPES, kind)) {
+        Some(counter) => counter.increment(1),
+        None => metrics::counter!(FRAMES_OUT, "type" => kind).increment(1),
     }
 }
 
