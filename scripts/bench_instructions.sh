@@ -72,8 +72,8 @@ stages = [
     ("  encoding the frame (JSON + WebSocket header)", r"server::codec::encode "),
     ("  the writes (outboxes; the syscalls are the kernel's)", r"LocalRoom::deliver "),
     ("presence refresh (every 10 s)", r"PresenceStore for server::engine::redis::RedisEngine>::refresh::\{\{closure\}\} "),
-    ("malloc", r"malloc\.c:malloc "),
-    ("free", r"malloc\.c:free "),
+    ("allocation (jemalloc, the global allocator)", r"__rustc::__rust_alloc "),
+    ("deallocation", r"__rustc::__rust_dealloc "),
     ("the runtime parking (epoll)", r"worker::Context::park_internal "),
 ]
 top = []
