@@ -17,7 +17,7 @@ export KUBERNETES_VALIDATE_DIR ?= $(HOME)/.cache/chat/kubernetes-validate
 K8S_DIR ?= deploy/k8s
 K8S_MANIFESTS = $(filter-out $(K8S_DIR)/kustomization.yaml,$(sort $(wildcard $(K8S_DIR)/*.yaml)))
 
-.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-delivery bench-instructions bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
+.PHONY: help run dev build build-release test unit lint fmt fmt-check wasm-check compose-check k8s-check e2e bench bench-delivery bench-instructions profile-delivery bench-avalanche bench-archive wasm-size chaos hostile lighthouse cluster clean
 
 help:
 	@echo "make run      build (release) and serve the chat on http://127.0.0.1:3000, in-process engine"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench    load generator against redis + two release instances"
 	@echo "make bench-delivery  CPU per delivery vs the kernel's floor, 1 core and 2, saturation, a join burst"
 	@echo "make bench-instructions  instructions per delivery of one instance (callgrind; repeatable)"
+	@echo "make profile-delivery  perf's syscall and context-switch counts of both instances under the per-delivery load"
 	@echo "make bench-avalanche  5,000 clients leave a stopped instance, with and without a drain window"
 	@echo "make chaos    each Redis fault injected for real under load; prints a table"
 	@echo "make bench-archive  messages/s into the archive (PostgreSQL, SQLite); delivery p99 with and without it"
@@ -84,6 +85,14 @@ bench-instructions: build-release
 	$(ENSURE) redis-server valgrind
 	cargo build --release -p loadgen
 	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/bench_instructions.sh
+
+## profile-delivery: perf's counters of both instances under the
+## per-delivery load: syscalls by kind, context switches, futex and
+## epoll_wait calls, with the run's CPU per delivery against the floor.
+profile-delivery: build-release
+	$(ENSURE) redis-server perf
+	cargo build --release -p loadgen
+	SERVER_BIN=$(SERVER) LOADGEN_BIN=$(CARGO_TARGET_DIR)/release/loadgen scripts/profile_delivery.sh
 
 ## bench-avalanche: the drain (issue 16): 5,000 clients on one of two
 ## instances, which gets SIGTERM under a steady load, without and with a

@@ -11,6 +11,7 @@
 #   nextest       cargo-nextest
 #   redis-server chromium chromedriver nginx docker-compose envsubst faketime
 #   valgrind (make bench-instructions, callgrind)
+#   perf (make profile-delivery, syscall and context-switch counters)
 #   postgresql    Debian packages (apt-get update runs once, first); the
 #                 archive's tests start their own server from postgresql's
 #                 binaries, never the machine's service
@@ -94,6 +95,7 @@ for tool in "$@"; do
     envsubst) command -v envsubst >/dev/null || apt_install gettext-base ;;
     faketime) command -v faketime >/dev/null || apt_install faketime ;;
     valgrind) command -v callgrind_control >/dev/null || apt_install valgrind ;;
+    perf) command -v perf >/dev/null || apt_install linux-perf ;;
     postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql ;;
     lighthouse)
       command -v npm >/dev/null || apt_install nodejs npm
