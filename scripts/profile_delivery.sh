@@ -2,7 +2,7 @@
 # `make profile-delivery` (issue 18): what the two instances ask of the
 # kernel under the per-delivery load (400 rooms x 10 members, one sender
 # per room at 10 msg/s, 40,000 deliveries/s), counted by perf over 5 s of
-# the measured 10: syscalls by kind (sendto: a delivery or a reply written
+# the 10 the load generator measures: syscalls by kind (sendto: a delivery or a reply written
 # to a client; writev: the Redis commands, and a reply written with what
 # waited behind it), context switches, futex and epoll_wait calls, beside
 # the run's CPU per delivery against the kernel floor. perf's counters
@@ -23,9 +23,16 @@ done
 
 start_instances profile "$server" "${bench_args[@]}"
 for _ in $(seq 1 "${PROFILE_RUNS:-1}"); do
-  # The load's first 2 s are its warm-up; count 5 s of the 10 after it.
-  (sleep 5 && perf stat -e "$events" -p "${server_pids[0]},${server_pids[1]}" -- sleep 5) &
-  counting=$!
-  per_delivery "2 cores" > /dev/null
-  wait "$counting"
+  per_delivery "2 cores" > /dev/null 2> "$work/load.err" &
+  load=$!
+  # Count 5 s of the measured 10, from the moment the load generator says
+  # it measures (its joins and warm-up are over), not after a guessed delay.
+  until grep -q '^measuring' "$work/load.err"; do
+    kill -0 "$load" 2>/dev/null || { cat "$work/load.err" >&2; exit 1; }
+    sleep 0.2
+  done
+  sleep 1
+  perf stat -e "$events" -p "${server_pids[0]},${server_pids[1]}" -- sleep 5
+  wait "$load"
+  grep '^bench' "$work/load.err" >&2
 done

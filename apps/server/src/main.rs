@@ -15,7 +15,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// frees small blocks on every message (frames, events, futures); glibc's
 /// bins, with their `malloc_consolidate` sweeps, took about 5% of the
 /// instances' CPU under issue 18's load (perf), 2,428 instructions per
-/// delivery (callgrind); jemalloc takes 864, and an idle connection costs
+/// delivery (callgrind); jemalloc takes 891, and an idle connection costs
 /// the same (2.7 KiB). mimalloc was as fast but doubled the idle cost.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

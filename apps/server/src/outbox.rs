@@ -190,7 +190,8 @@ impl State {
         if self.failed {
             return true;
         }
-        if self.held && self.unsent.is_empty() && !self.queue.is_empty() && self.socket.is_some() {
+        let waiting = self.held && self.unsent.is_empty() && !self.queue.is_empty();
+        if waiting && self.socket.is_some() && self.kicked.is_none() && !self.silent {
             // The connection's reply while it holds its room frames (the
             // `ack` of its `send`), and its own message that the hub
             // delivered before the publish was answered: one vectored

@@ -637,6 +637,8 @@ async fn fanout(urls: &[String], spec: &FanoutSpec) -> anyhow::Result<serde_json
     }
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    // What a script times its own counters by (make profile-delivery).
+    eprintln!("measuring for {duration} s");
     let started = Instant::now();
     // The servers' CPU over exactly the measured seconds.
     let cpu = {
